@@ -1,0 +1,57 @@
+"""Calibration and held-out text that installs with the project (see data/build_corpus.py).
+
+Calibration comes from the "What's New" pages of the Python 3.11 documentation and
+evaluation from its tutorial, FAQ and HOWTOs: disjoint files, so the two never overlap.
+Both are English prose under the PSF License (data/LICENSE-PYTHON-DOCS.txt).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from edge_runtime.errors import ExportError
+
+DATA = Path(__file__).parent / "data"
+
+
+@cache
+def calibration_text() -> str:
+    return (DATA / "calibration.txt").read_text(encoding="utf-8")
+
+
+@cache
+def heldout_text() -> str:
+    return (DATA / "heldout.txt").read_text(encoding="utf-8")
+
+
+def token_windows(
+    tokenizer: Tokenizer, text: str, n: int, length: int, what: str = "text"
+) -> np.ndarray:
+    """The first `n` non-overlapping windows of `length` tokens, shape [n, length] int64.
+
+    Raises `ExportError` if the text is too short, naming how many windows it holds.
+    """
+    if n <= 0 or length <= 1:
+        raise ExportError(f"need n >= 1 windows of length >= 2, got n={n}, length={length}")
+    ids = np.asarray(tokenizer.encode(text).ids, dtype=np.int64)
+    have = len(ids) // length
+    if have < n:
+        raise ExportError(
+            f"too little {what}: {len(ids)} tokens hold {have} windows of {length}, {n} asked; "
+            f"lower the number of samples or the sequence length"
+        )
+    return ids[: n * length].reshape(n, length)
+
+
+def calibration_windows(tokenizer: Tokenizer, n: int, length: int) -> np.ndarray:
+    """Calibration batches [n, length] from the calibration prose."""
+    return token_windows(tokenizer, calibration_text(), n, length, "calibration text")
+
+
+def heldout_windows(tokenizer: Tokenizer, n: int, length: int) -> np.ndarray:
+    """Evaluation windows [n, length] from the held-out prose."""
+    return token_windows(tokenizer, heldout_text(), n, length, "held-out text")
