@@ -1,0 +1,85 @@
+"""Measure one variant's cost on this machine: prefill and decode ms per token, peak RSS.
+
+Runs in a fresh process (`python -m edge_runtime.probe MODEL.onnx`) so that the peak
+resident memory is the variant's alone and timings are not disturbed by the caller's
+heap. The exporter records the result as the variant's `cost` in the manifest; on a
+device, the same command tells how much slower or faster it is than the build machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import VariantError
+from edge_runtime.session import VariantSession
+
+PROMPT_TOKENS = 128
+DECODE_TOKENS = 32
+
+
+def measure(path: str | Path, threads: int | None = None, prompt_tokens: int = PROMPT_TOKENS,
+            decode_tokens: int = DECODE_TOKENS, repeats: int = 3) -> dict[str, float]:
+    """Cost of the variant at `path`, best of `repeats` (the minimum is the least noisy estimate)."""
+    t0 = time.perf_counter()
+    s = VariantSession(path, threads=threads)
+    load_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(0, s.vocab, size=(1, prompt_tokens), dtype=np.int64)
+    prefill, decode = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        logits, past = s.forward(prompt)
+        prefill.append(time.perf_counter() - t)
+        token = np.array([[int(logits[0, -1].argmax())]], np.int64)
+        t = time.perf_counter()
+        for _ in range(decode_tokens):
+            logits, past = s.forward(token, past)
+            token = np.array([[int(logits[0, -1].argmax())]], np.int64)
+        decode.append(time.perf_counter() - t)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
+    return {
+        "prefill_ms_per_token": 1000 * min(prefill) / prompt_tokens,
+        "decode_ms_per_token": 1000 * min(decode) / decode_tokens,
+        "peak_rss_mb": peak_kb / 1024,
+        "load_s": load_s,
+        "threads": s.session.get_session_options().intra_op_num_threads,
+        "prompt_tokens": prompt_tokens,
+    }
+
+
+def measure_in_subprocess(path: str | Path, threads: int | None = None, timeout_s: float = 600) -> dict[str, float]:
+    """`measure` in a fresh Python process; raises VariantError with its stderr on failure."""
+    cmd = [sys.executable, "-m", "edge_runtime.probe", str(path)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise VariantError(f"measuring {str(path)!r} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="a variant's model.onnx")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    ap.add_argument("--prompt-tokens", type=int, default=PROMPT_TOKENS)
+    ap.add_argument("--decode-tokens", type=int, default=DECODE_TOKENS)
+    args = ap.parse_args(argv)
+    try:
+        print(json.dumps(measure(args.model, args.threads, args.prompt_tokens, args.decode_tokens)))
+    except VariantError as e:
+        print(f"edge-probe: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
