@@ -25,6 +25,21 @@ PROMPT_TOKENS = 128
 DECODE_TOKENS = 32
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process image, in MiB.
+
+    Linux's VmHWM resets at exec; ru_maxrss does not (a child forked from a big parent
+    would report the parent's size), so it is only the fallback.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(path: str | Path, threads: int | None = None, prompt_tokens: int = PROMPT_TOKENS,
             decode_tokens: int = DECODE_TOKENS, repeats: int = 3) -> dict[str, float]:
     """Cost of the variant at `path`, best of `repeats` (the minimum is the least noisy estimate)."""
@@ -44,11 +59,10 @@ def measure(path: str | Path, threads: int | None = None, prompt_tokens: int = P
             logits, past = s.forward(token, past)
             token = np.array([[int(logits[0, -1].argmax())]], np.int64)
         decode.append(time.perf_counter() - t)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
     return {
         "prefill_ms_per_token": 1000 * min(prefill) / prompt_tokens,
         "decode_ms_per_token": 1000 * min(decode) / decode_tokens,
-        "peak_rss_mb": peak_kb / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "load_s": load_s,
         "threads": s.session.get_session_options().intra_op_num_threads,
         "prompt_tokens": prompt_tokens,

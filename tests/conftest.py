@@ -3,5 +3,41 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The variants of the shared tiny bundle: one of each kind the runtime must handle.
+TINY_RECIPE = {
+    "name": "tiny",
+    "evaluation": {"ppl_windows": 2, "ppl_seq_len": 64},
+    "variant": [
+        {"name": "dense", "method": "dense"},
+        {"name": "dense-int8", "parent": "dense", "quantization": "int8"},
+    ],
+}
+
+
+def build_tiny_bundle(out: Path, recipe: dict | None = None, measure_cost: bool = True) -> Path:
+    """Export the tiny model into a real bundle at `out` (a few seconds)."""
+    from export.load import tiny_model
+    from export.pipeline import ExportOptions, export_bundle
+    from export.recipe import Recipe
+
+    export_bundle(
+        tiny_model(),
+        out,
+        Recipe.from_dict(recipe or TINY_RECIPE),
+        force=True,
+        options=ExportOptions(threads=1, measure_cost=measure_cost, progress=False),
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bundle exported from the tiny model, shared by the whole session: do not modify it
+    (copy it with `shutil.copytree` first)."""
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")

@@ -1,0 +1,80 @@
+"""`edge-export`: turn a causal LM into a bundle of pruned, quantized ONNX variants."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from edge_runtime.errors import EdgeError
+from export.load import DEFAULT_MODEL
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="edge-export",
+        description="Prune a causal LM into variants, export each to ONNX with a KV cache, "
+        "check, evaluate and measure them, and write a bundle.",
+    )
+    ap.add_argument("--model", default=DEFAULT_MODEL,
+                    help=f"{DEFAULT_MODEL!r} (the embedded SmolLM2-135M-Instruct), a .gguf file, or a "
+                    "Hugging Face model directory (Llama, Mistral, Qwen2) (default: %(default)s)")
+    ap.add_argument("--out", required=True, type=Path, help="bundle directory to create")
+    ap.add_argument("--recipe", default=None,
+                    help="recipe TOML file or bundled recipe name: default, quick (default: default)")
+    ap.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new bundle is complete)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: all cores)")
+    ap.add_argument("--no-cost", action="store_true", help="skip the per-variant cost probe (costs stay null)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    for noisy in ("transformers", "accelerate", "onnxruntime", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        from export import recipe as R
+        from export.pipeline import ExportOptions, check_output_dir, export_bundle
+
+        recipe = R.load(args.recipe)  # validate everything before loading the model
+        check_output_dir(args.out, args.force)
+        result = export_bundle(
+            args.model,
+            args.out,
+            recipe,
+            force=args.force,
+            options=ExportOptions(threads=args.threads, measure_cost=not args.no_cost, progress=not args.quiet),
+        )
+    except EdgeError as e:
+        print(f"edge-export: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edge-export: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    print(summary(result.manifest))
+    print(f"wrote {args.out} ({len(result.manifest.variants)} variants) in {result.seconds:.0f} s")
+    return 0
+
+
+def summary(manifest) -> str:
+    """A Markdown table of the variants in `manifest`."""
+    rows = ["| variant | method | sparsity | quant | params | nonzero | file MB | ppl | prefill ms/tok | decode ms/tok | parity |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v in manifest.variants:
+        c, q = v.cost, v.quality
+        par = max(x for x in (v.parity.prefill_max_abs or 0.0, v.parity.decode_max_abs or 0.0))
+        rows.append(
+            f"| {v.name} | {v.method} | {v.sparsity:.2f} | {v.quantization} | {v.params / 1e6:.1f}M | "
+            f"{v.nonzero_params / 1e6:.1f}M | {v.file_bytes / 2**20:.0f} | "
+            f"{'-' if q.perplexity is None else f'{q.perplexity:.2f}'} | "
+            f"{'-' if c.prefill_ms_per_token is None else f'{c.prefill_ms_per_token:.2f}'} | "
+            f"{'-' if c.decode_ms_per_token is None else f'{c.decode_ms_per_token:.1f}'} | {par:.1e} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The export pipeline: model -> pruned variants -> ONNX -> checked -> measured -> bundle.
+
+Everything is validated first (recipe, model, output directory), then the bundle is
+built in a temporary sibling directory and renamed into place only when every variant
+has been written, loaded back (onnx.checker, an onnxruntime session, parity against
+torch), evaluated (held-out perplexity) and measured (cost). A crash leaves no half
+bundle and the previous bundle intact.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import time
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from tqdm.auto import tqdm
+
+from edge_runtime import bundle as B
+from edge_runtime.errors import EdgeError, ExportError
+from edge_runtime.probe import measure_in_subprocess
+from edge_runtime.session import VariantSession, perplexity
+from export.load import LoadedModel, load_model
+from export.onnx_export import SparseStorage, build, describe, save
+from export.quantize import quantize
+from export.recipe import Recipe, VariantRecipe
+from export.text import calibration_windows, heldout_windows
+
+log = logging.getLogger(__name__)
+
+# fp32 graphs must match torch this closely (max abs logit difference); more means a bug.
+PARITY_LIMIT = 5e-3
+PARITY_PROMPT = 24  # tokens
+
+
+@dataclass
+class ExportOptions:
+    """What the CLI passes besides the recipe."""
+
+    threads: int | None = None  # torch and ORT threads (default: all cores)
+    measure_cost: bool = True  # run the cost probe per variant (a subprocess each)
+    progress: bool = True
+    keep_going: bool = False  # reserved: a failing variant aborts the export
+
+
+@dataclass
+class ExportResult:
+    manifest: B.Manifest
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def check_output_dir(out: Path, force: bool) -> None:
+    """Refuse an existing output directory unless `force` (before any work starts)."""
+    if out.exists() and not force:
+        raise ExportError(f"output directory {str(out)!r} exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"output path {str(out)!r} is a file, not a directory")
+
+
+def export_bundle(
+    source: str | LoadedModel,
+    out: str | Path,
+    recipe: Recipe,
+    force: bool = False,
+    options: ExportOptions | None = None,
+) -> ExportResult:
+    """Build a bundle at `out` from `source` (a model name/path or an already loaded model)."""
+    options = options or ExportOptions()
+    out = Path(out)
+    check_output_dir(out, force)
+    t_start = time.perf_counter()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    lm = source if isinstance(source, LoadedModel) else load_model(source)
+    model = lm.model
+    calib = None
+    if recipe.needs_calibration:
+        calib = calibration_windows(lm.tokenizer, recipe.calibration_samples, recipe.calibration_seq_len)
+    ppl_windows = (
+        heldout_windows(lm.tokenizer, recipe.ppl_windows, recipe.ppl_seq_len) if recipe.ppl_windows else None
+    )
+    dense_info = describe(model)
+    timings: dict[str, float] = {}
+    variants: list[B.Variant] = []
+    with B.atomic_directory(out, force=force) as tmp:
+        lm.tokenizer.save(str(tmp / B.TOKENIZER))
+        bar = tqdm(recipe.variants, desc="export", unit="variant", disable=not options.progress)
+        # pruned torch models kept until their quantized copies are exported
+        waiting = {v.name: len(recipe.children(v.name)) for v in recipe.variants}
+        cache: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for v in bar:
+            bar.set_postfix_str(v.name)
+            t0 = time.perf_counter()
+            if v.parent is not None:
+                pruned, report = cache[v.parent]
+            else:
+                pruned, report = _pruned_model(model, v, calib, bar)
+            record = _export_variant(pruned, v, tmp, ppl_windows, dense_info.decoder_params, options, bar)
+            record.extra["prune"] = report
+            record.extra["export_s"] = timings[v.name] = round(time.perf_counter() - t0, 2)
+            variants.append(record)
+            if v.parent is not None:
+                waiting[v.parent] -= 1
+                if not waiting[v.parent]:
+                    del cache[v.parent]
+            elif waiting[v.name]:
+                cache[v.name] = (pruned, report)
+            del pruned
+            gc.collect()
+        manifest = B.Manifest(
+            model=B.ModelInfo(
+                source=lm.source,
+                architecture=(model.config.architectures or [type(model).__name__])[0],
+                params=dense_info.params,
+                context_length=int(getattr(model.config, "max_position_embeddings", 2048)),
+                num_layers=len(dense_info.layers),
+                vocab_size=dense_info.vocab,
+                bos_token_id=getattr(model.config, "bos_token_id", None),
+                eos_token_ids=_eos_ids(model.config, lm),
+                chat_template=lm.chat_template,
+                extra={"hidden_size": dense_info.hidden, "head_dim": dense_info.head_dim},
+            ),
+            variants=tuple(_ordered(variants)),
+            extra={
+                "recipe": recipe.name,
+                "created_by": "edge-export",
+                "calibration": {
+                    "text": "python-3.11-docs/whatsnew",
+                    "samples": recipe.calibration_samples,
+                    "seq_len": recipe.calibration_seq_len,
+                }
+                if calib is not None
+                else None,
+                "heldout": {"text": "python-3.11-docs/tutorial+faq+howto", "windows": recipe.ppl_windows,
+                            "seq_len": recipe.ppl_seq_len},
+            },
+        )
+        B.write_manifest(tmp, manifest)
+    seconds = time.perf_counter() - t_start
+    log.info("exported %d variants to %s in %.0f s", len(variants), out, seconds)
+    return ExportResult(manifest, seconds, timings)
+
+
+def _ordered(variants: list[B.Variant]) -> list[B.Variant]:
+    """Densest first (fewest weights removed), keeping recipe order among equals."""
+    return sorted(variants, key=lambda v: (v.sparsity, v.quantization != "none"))
+
+
+def _eos_ids(config: Any, lm: LoadedModel) -> tuple[int, ...]:
+    eos = getattr(config, "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    for special in ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>"):
+        tid = lm.tokenizer.token_to_id(special)
+        if tid is not None:
+            ids.add(tid)
+    return tuple(sorted(i for i in ids if i is not None))
+
+
+def _pruned_model(model: Any, v: VariantRecipe, calib: np.ndarray | None, bar: Any) -> tuple[Any, dict[str, Any]]:
+    """The fp32 model for `v` (the dense model itself when nothing is pruned) and its report."""
+    if not v.pruned:
+        return model, {}
+    from export.prune import prune_model, prune_config
+
+    pruned = copy.deepcopy(model)
+    cfg = prune_config(v.method, v.sparsity, v.pattern, v.options)
+    bar.set_postfix_str(f"{v.name}: pruning")
+    report = prune_model(pruned, cfg, calib)
+    return pruned, _jsonable(report)
+
+
+def _jsonable(x: Any) -> Any:
+    if is_dataclass(x) and not isinstance(x, type):
+        x = asdict(x)
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, float):
+        return round(x, 6)
+    return x
+
+
+def _export_variant(
+    model: Any,
+    v: VariantRecipe,
+    root: Path,
+    ppl_windows: np.ndarray | None,
+    dense_decoder_params: int,
+    options: ExportOptions,
+    bar: Any,
+) -> B.Variant:
+    info = describe(model)
+    rel = f"variants/{v.name}/model.onnx"
+    path = root / rel
+    bar.set_postfix_str(f"{v.name}: onnx")
+    if v.quantization == "none":
+        storage = SparseStorage.MASKED if v.pruned and not v.structured else SparseStorage.DENSE
+        proto = build(model, storage)
+    else:
+        storage = SparseStorage.DENSE
+        proto = quantize(build(model, SparseStorage.DENSE, untie_lm_head=True), v.quantization)
+    size = save(proto, path)
+    del proto
+    bar.set_postfix_str(f"{v.name}: check")
+    parity = verify(path, model, threads=options.threads)
+    if v.quantization == "none" and max(parity.prefill_max_abs, parity.decode_max_abs) > PARITY_LIMIT:
+        raise ExportError(
+            f"variant {v.name!r}: ONNX and torch disagree (max abs logit difference "
+            f"{max(parity.prefill_max_abs, parity.decode_max_abs):.3g} > {PARITY_LIMIT}); this is an exporter bug"
+        )
+    ppl = None
+    if ppl_windows is not None:
+        bar.set_postfix_str(f"{v.name}: perplexity")
+        ppl = perplexity(VariantSession(path, threads=options.threads), ppl_windows)
+    cost = B.Cost()
+    if options.measure_cost:
+        bar.set_postfix_str(f"{v.name}: cost")
+        c = measure_in_subprocess(path, threads=options.threads)
+        cost = B.Cost(
+            prefill_ms_per_token=round(c["prefill_ms_per_token"], 4),
+            decode_ms_per_token=round(c["decode_ms_per_token"], 4),
+            peak_rss_mb=round(c["peak_rss_mb"], 1),
+            extra={"load_s": round(c["load_s"], 3), "threads": c["threads"], "prompt_tokens": c["prompt_tokens"],
+                   "provider": "CPUExecutionProvider"},
+        )
+    layers = [[s.heads, s.kv_heads, s.intermediate] for s in info.layers]
+    return B.Variant(
+        name=v.name,
+        method=v.manifest_method,
+        # against the dense decoder: structured variants have fewer weights, not zeros
+        sparsity=round(1.0 - info.decoder_nonzero / dense_decoder_params, 6),
+        structured=v.structured,
+        quantization=v.quantization,
+        parent=v.parent,
+        onnx=rel,
+        params=info.params,
+        nonzero_params=info.nonzero_params,
+        file_bytes=size,
+        parity=parity,
+        quality=B.Quality(perplexity=ppl, extra={"ppl_windows": 0 if ppl_windows is None else len(ppl_windows)}),
+        cost=cost,
+        gate=B.Gate("pending"),
+        extra={
+            "level": v.sparsity,
+            "pruner": v.method,
+            "storage": storage.value,
+            "options": dict(v.options),
+            "layers": layers,  # [heads, kv_heads, intermediate] per decoder layer
+        },
+    )
+
+
+def verify(path: Path, model: Any, threads: int | None = None) -> B.Parity:
+    """Load the file back (checker, ORT session) and compare logits with torch.
+
+    Prefill on a fixed prompt, then one decode step through the KV cache.
+    """
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"{str(path)!r} fails onnx.checker: {str(e)[:300]}") from e
+    try:
+        session = VariantSession(path, threads=threads)
+    except EdgeError as e:
+        raise ExportError(f"the exported graph does not load: {e}") from e
+    rng = np.random.default_rng(1234)
+    vocab = model.config.vocab_size
+    ids = rng.integers(0, vocab, size=(1, PARITY_PROMPT + 1), dtype=np.int64)
+    logits, past = session.forward(ids[:, :-1])
+    step, _ = session.forward(ids[:, -1:], past)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(ids)).logits.float().numpy()
+    return B.Parity(
+        prefill_max_abs=float(np.abs(logits - ref[:, :-1]).max()),
+        decode_max_abs=float(np.abs(step - ref[:, -1:]).max()),
+    )
