@@ -38,6 +38,7 @@ import numpy as np
 from edge_runtime import observation
 from edge_runtime.bundle import Manifest, check_files, read_manifest
 from edge_runtime.errors import (
+    BundleError,
     DeadlineExceeded,
     EdgeError,
     Overloaded,
@@ -152,7 +153,11 @@ class Handle:
         elif event.kind in ("done", "error"):
             self.outcome = event.result if event.kind == "done" else event.error
             self._done.set()
-        self._sink(event)
+        try:
+            self._sink(event)
+        except Exception as e:  # the consumer is gone (closed event loop): the request still completes
+            log.debug("request %s: event sink failed (%s)", self.id, e)
+            self._cancel.set()
 
     def cancel(self) -> None:
         """Stop generating (the result ends with finish_reason "cancelled")."""
@@ -282,8 +287,7 @@ class Runtime:
             signals = StaticSource() if config.signals == "static" else SOURCES[config.signals]()
         rt = cls(root, manifest, tokenizer, pool, policy, signals, config, Metrics())
         try:
-            for index in rt._preload_indices():
-                rt._load(index, capacity=256)
+            rt._preload()
         except BaseException:
             rt.close(grace_s=0)
             raise
@@ -291,16 +295,28 @@ class Runtime:
                  ", ".join(manifest.names), int(pool.allowed().sum()))
         return rt
 
-    def _preload_indices(self) -> list[int]:
+    def _preload(self) -> None:
+        """Load the variants `config.preload` names; a failing one is fenced and logged, not fatal,
+        unless nothing servable is left ("first" moves on to the next variant)."""
         pre, allowed = self.config.preload, self.pool.allowed()
         if pre == "none":
-            return []
-        if pre == "first":
-            return [int(np.flatnonzero(allowed)[0])]
-        if pre == "all":
-            return [int(i) for i in np.flatnonzero(allowed)]
-        names = [pre] if isinstance(pre, str) else list(pre)
-        return [self.variant_index(n) for n in names]
+            return
+        if pre in ("first", "all"):
+            todo = [int(i) for i in np.flatnonzero(allowed)]
+        else:
+            todo = [self.variant_index(n) for n in ([pre] if isinstance(pre, str) else pre)]
+        errors = []
+        for index in todo:
+            try:
+                self._load(index, capacity=256)
+            except VariantError as e:
+                errors.append(str(e))
+                continue
+            if pre == "first":
+                return
+        if not self.pool.allowed().any():
+            raise BundleError(f"no variant of {str(self.bundle_dir)!r} loads: " + "; ".join(errors)
+                              + " (re-export the bundle)")
 
     def _load(self, index: int, capacity: int) -> tuple[Any, float]:
         name = self.manifest.variants[index].name

@@ -106,7 +106,7 @@ class PsutilSource:
         self.throttle_c = throttle_c
         self._load = load
         self._once = _Once()
-        self._load()  # prime psutil's CPU counters
+        _safe_load(self._load, self._once)  # prime psutil's CPU counters
 
     def read(self) -> DeviceState:
         state = replace(DEFAULTS, throttle_c=self.throttle_c)
@@ -151,7 +151,7 @@ class SysfsSource:
         self.throttle_c = throttle_c
         self._load = load
         self._once = _Once()
-        self._load()
+        _safe_load(self._load, self._once)
 
     def has_sensors(self) -> bool:
         """True if the tree holds a battery, a power supply or a thermal zone."""
