@@ -18,7 +18,6 @@ when it was fenced after failing at load or run time.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -191,10 +190,9 @@ class VariantPool:
 
     def unload(self, index: int) -> None:
         with self._lock:
-            if self.loaded.pop(index, None) is not None:
-                gc.collect()  # drop the session's arenas now, not at the next collection
+            # the session holds no reference cycles: dropping the last reference frees its memory now
+            self.loaded.pop(index, None)
 
     def close(self) -> None:
         with self._lock:
             self.loaded.clear()
-            gc.collect()

@@ -137,8 +137,9 @@ class Handle:
     kept for `__iter__` / `result`.
     """
 
-    def __init__(self, request_id: str, sink: Callable[[Event], None] | None = None) -> None:
+    def __init__(self, request_id: str, sink: Callable[[Event], None] | None = None, stream: bool = True) -> None:
         self.id = request_id
+        self.stream = stream  # send "text" events (else only start/done/error)
         self._events: _stdqueue.SimpleQueue[Event] = _stdqueue.SimpleQueue()
         self._sink = sink or self._events.put
         self._done = threading.Event()
@@ -414,7 +415,7 @@ class Runtime:
     def submit(self, prompt: str | None = None, *, messages: Sequence[dict[str, Any]] | None = None,
                prompt_ids: Sequence[int] | None = None, params: SamplingParams | None = None,
                variant: str | None = None, priority: int = 0, deadline_s: float | None = None,
-               difficulty: float = 0.0, sink: Callable[[Event], None] | None = None,
+               difficulty: float = 0.0, sink: Callable[[Event], None] | None = None, stream: bool = True,
                **sampling: Any) -> Handle:
         """Queue a request and return its `Handle` at once.
 
@@ -428,6 +429,8 @@ class Runtime:
                 the config's); past it the request is rejected with `DeadlineExceeded`.
             difficulty: 0 easy .. 1 needs the dense model's quality (the observation's `hard`).
             sink: receives the request's `Event`s instead of the handle's own buffer.
+            stream: send "text" events as tokens arrive; without them, a variant that fails
+                mid-generation can always be retried on another one.
 
         Raises:
             RequestError: bad prompt or parameters. VariantError: unknown or unservable variant.
@@ -459,7 +462,7 @@ class Runtime:
             self.metrics.rejected.labels("shutdown").inc()
             raise Unavailable("the runtime is closed")
         rid = f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
-        handle = Handle(rid, sink)
+        handle = Handle(rid, sink, stream)
         now = time.monotonic()
         job = _Job(rid, ids, params, pinned, float(difficulty), budget, now, handle)
         try:
@@ -472,7 +475,7 @@ class Runtime:
 
     def generate(self, prompt: str | None = None, **kw: Any) -> Result:
         """Run one request to the end (blocking); see `submit` for the arguments."""
-        return self.submit(prompt, **kw).result()
+        return self.submit(prompt, stream=False, **kw).result()
 
     def stream(self, prompt: str | None = None, **kw: Any) -> Iterator[str]:
         """Text deltas as they are generated; see `submit`. Closing the iterator cancels the request."""
@@ -602,7 +605,8 @@ class Runtime:
                     if not started_ev:
                         job.handle.emit(Event("start", variant=name, reason=reason))
                         started_ev = True
-                    job.handle.emit(Event("text", text=delta))
+                    if job.handle.stream:
+                        job.handle.emit(Event("text", text=delta))
                 if not started_ev:
                     job.handle.emit(Event("start", variant=name, reason=reason))
                 break

@@ -327,7 +327,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
             loop.call_soon_threadsafe(events.put_nowait, ev)
 
         kw = dict(variant=variant, priority=body.priority, deadline_s=body.deadline_s, difficulty=body.difficulty,
-                  sink=sink, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+                  sink=sink, stream=body.stream, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
                   top_k=body.top_k, seed=body.seed, stop=body.stop, ignore_eos=body.ignore_eos or None,
                   presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty)
         handle = await run_in_threadpool(lambda: rt.submit(**source, **kw))

@@ -40,6 +40,12 @@ class ScriptedPolicy:
 
 
 @pytest.fixture
+def make_policy() -> type[ScriptedPolicy]:
+    """The ScriptedPolicy class, for tests that open their own runtimes."""
+    return ScriptedPolicy
+
+
+@pytest.fixture
 def policy() -> ScriptedPolicy:
     return ScriptedPolicy()
 
