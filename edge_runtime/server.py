@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -611,6 +612,10 @@ def serve(config: ServerConfig) -> int:
         server.should_exit = True
 
     state.on_fatal = fatal
+    # uvicorn handles SIGTERM/SIGINT during `run` (graceful shutdown), then re-raises the signal
+    # against the handlers it found: make those no-ops so that a clean shutdown exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     server.run()
     if state.status == "error":
         print(f"edge-serve: error: {state.error}", file=sys.stderr)

@@ -6,6 +6,7 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -65,3 +66,55 @@ def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, dst)
     return dst
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """edge-serve's app under a real uvicorn in a thread (stopped by `stop`)."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        import time
+
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live(tiny_bundle: Path):
+    """One real server per test module: runtime (ScriptedPolicy, max_queue 2), API key "sekrit"."""
+    from edge_runtime.server import ServerConfig, create_app
+
+    policy = ScriptedPolicy()
+    rt = Runtime.open(tiny_bundle, policy=policy, signals=StaticSource(DeviceState()), threads=1, max_queue=2)
+    server = LiveServer(create_app(ServerConfig(bundle=str(tiny_bundle), api_key="sekrit"), runtime=rt))
+    yield SimpleNamespace(url=server.url, runtime=rt, policy=policy, key="sekrit")
+    policy.gate.set()
+    server.stop()
+    rt.close(grace_s=5)
+
+
+@pytest.fixture
+def port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    return free_port()
