@@ -23,11 +23,12 @@ import torch
 from tqdm.auto import tqdm
 
 from edge_runtime import bundle as B
-from edge_runtime.errors import EdgeError, ExportError
+from edge_runtime.errors import EdgeError, ExportError, RecipeError
 from edge_runtime.probe import measure_in_subprocess
 from edge_runtime.session import VariantSession, perplexity
 from export.load import LoadedModel, load_model
 from export.onnx_export import SparseStorage, build, describe, save
+from export.prune import PruneConfig, prune_model
 from export.quantize import quantize
 from export.recipe import Recipe, VariantRecipe
 from export.text import calibration_windows, heldout_windows
@@ -75,6 +76,7 @@ def export_bundle(
     options = options or ExportOptions()
     out = Path(out)
     check_output_dir(out, force)
+    configs = prune_configs(recipe)
     t_start = time.perf_counter()
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -101,7 +103,8 @@ def export_bundle(
             if v.parent is not None:
                 pruned, report = cache[v.parent]
             else:
-                pruned, report = _pruned_model(model, v, calib, bar)
+                bar.set_postfix_str(f"{v.name}: pruning" if v.name in configs else v.name)
+                pruned, report = _pruned_model(model, configs.get(v.name), calib)
             record = _export_variant(pruned, v, tmp, ppl_windows, dense_info.decoder_params, options, bar)
             record.extra["prune"] = report
             record.extra["export_s"] = timings[v.name] = round(time.perf_counter() - t0, 2)
@@ -163,17 +166,34 @@ def _eos_ids(config: Any, lm: LoadedModel) -> tuple[int, ...]:
     return tuple(sorted(i for i in ids if i is not None))
 
 
-def _pruned_model(model: Any, v: VariantRecipe, calib: np.ndarray | None, bar: Any) -> tuple[Any, dict[str, Any]]:
-    """The fp32 model for `v` (the dense model itself when nothing is pruned) and its report."""
-    if not v.pruned:
-        return model, {}
-    from export.prune import prune_model, prune_config
+def prune_configs(recipe: Recipe) -> dict[str, PruneConfig]:
+    """The pruning configuration of every pruned fp32 variant (raises RecipeError on bad options)."""
+    configs = {}
+    for v in recipe.variants:
+        if v.pruned and v.parent is None:
+            try:
+                configs[v.name] = PruneConfig.from_dict(
+                    {
+                        "method": v.method,
+                        "level": v.sparsity,
+                        "pattern": v.pattern,
+                        "samples": recipe.calibration_samples,
+                        "seq_len": recipe.calibration_seq_len,
+                        **v.options,
+                    }
+                )
+            except RecipeError as e:
+                raise RecipeError(f"variant {v.name!r}: {e}") from e
+    return configs
 
+
+def _pruned_model(model: Any, cfg: PruneConfig | None, calib: np.ndarray | None) -> tuple[Any, dict[str, Any]]:
+    """The fp32 model for a variant (the dense model itself when nothing is pruned) and its report."""
+    if cfg is None:
+        return model, {}
     pruned = copy.deepcopy(model)
-    cfg = prune_config(v.method, v.sparsity, v.pattern, v.options)
-    bar.set_postfix_str(f"{v.name}: pruning")
-    report = prune_model(pruned, cfg, calib)
-    return pruned, _jsonable(report)
+    report = prune_model(pruned, cfg, calib, progress=False)
+    return pruned, _jsonable(report.to_json())
 
 
 def _jsonable(x: Any) -> Any:
@@ -202,6 +222,15 @@ def _export_variant(
     info = describe(model)
     rel = f"variants/{v.name}/model.onnx"
     path = root / rel
+    steps: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        steps[name] = round(now - t, 2)
+        t = now
+
     bar.set_postfix_str(f"{v.name}: onnx")
     if v.quantization == "none":
         storage = SparseStorage.MASKED if v.pruned and not v.structured else SparseStorage.DENSE
@@ -211,8 +240,10 @@ def _export_variant(
         proto = quantize(build(model, SparseStorage.DENSE, untie_lm_head=True), v.quantization)
     size = save(proto, path)
     del proto
+    step("onnx_s")
     bar.set_postfix_str(f"{v.name}: check")
     parity = verify(path, model, threads=options.threads)
+    step("check_s")
     if v.quantization == "none" and max(parity.prefill_max_abs, parity.decode_max_abs) > PARITY_LIMIT:
         raise ExportError(
             f"variant {v.name!r}: ONNX and torch disagree (max abs logit difference "
@@ -222,6 +253,7 @@ def _export_variant(
     if ppl_windows is not None:
         bar.set_postfix_str(f"{v.name}: perplexity")
         ppl = perplexity(VariantSession(path, threads=options.threads), ppl_windows)
+        step("perplexity_s")
     cost = B.Cost()
     if options.measure_cost:
         bar.set_postfix_str(f"{v.name}: cost")
@@ -233,6 +265,7 @@ def _export_variant(
             extra={"load_s": round(c["load_s"], 3), "threads": c["threads"], "prompt_tokens": c["prompt_tokens"],
                    "provider": "CPUExecutionProvider"},
         )
+        step("cost_s")
     layers = [[s.heads, s.kv_heads, s.intermediate] for s in info.layers]
     return B.Variant(
         name=v.name,
@@ -256,6 +289,7 @@ def _export_variant(
             "storage": storage.value,
             "options": dict(v.options),
             "layers": layers,  # [heads, kv_heads, intermediate] per decoder layer
+            "steps": steps,  # seconds per export step
         },
     )
 
