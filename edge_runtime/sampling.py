@@ -98,37 +98,59 @@ class Sampler:
 
     def _sample(self, logits: np.ndarray) -> int:
         p = self.params
-        x = logits.astype(np.float64) / p.temperature  # [V]
-        vocab = x.shape[0]
-        k = p.top_k if 0 < p.top_k < vocab else vocab
+        x = np.asarray(logits, dtype=np.float32)
+        z = np.exp((x - x.max()) * np.float32(1.0 / p.temperature))  # [V] unnormalized, max 1
+        vocab = z.shape[0]
+        k = p.top_k if 0 < p.top_k < vocab else 0
+        if not k and p.top_p >= 1.0:
+            return _draw(z, self.rng)
+        total = float(z.sum())
+        # Candidates: a top set {z >= t}, lowered until it surely holds the top-k or the
+        # nucleus; a threshold scan is several times cheaper than partitioning the vocabulary.
+        t = 1e-4
+        while True:
+            cand = np.flatnonzero(z >= t) if t > 1e-30 else np.arange(vocab)
+            w = z[cand]
+            if t <= 1e-30 or (cand.size >= k if k else float(w.sum()) >= p.top_p * total):
+                break
+            t *= 1e-4
+        if k and cand.size > k:
+            sel = np.argpartition(-w, k - 1)[:k]
+            cand, w = cand[sel], w[sel]
         if p.top_p < 1.0:
-            # The nucleus is usually small: look at the top 64, widen until it holds top_p.
-            k = _nucleus_size(x, k, p.top_p)
-        if k < vocab:
-            idx = np.argpartition(-x, k - 1)[:k]  # [k], unordered
-            x = x[idx]
-        else:
-            idx = None
-        probs = np.exp(x - x.max())
-        probs /= probs.sum()
-        choice = int(self.rng.choice(len(probs), p=probs))
-        return int(idx[choice]) if idx is not None else choice
+            order = np.argsort(-w, kind="stable")
+            cand, w = cand[order], w[order]
+            mass = np.cumsum(w, dtype=np.float64)
+            ref = mass[-1] if k else total  # with top-k, the nucleus is taken inside the top k
+            keep = min(int(np.searchsorted(mass, p.top_p * ref)) + 1, cand.size)
+            cand, w = cand[:keep], w[:keep]
+        return int(cand[_draw(w, self.rng)])
 
 
-def _nucleus_size(x: np.ndarray, k_max: int, top_p: float) -> int:
-    """Tokens in the smallest top set of scaled logits `x` whose probability reaches `top_p`."""
-    z = np.exp(x - x.max())
-    z /= z.sum()
-    k = min(64, k_max)
-    while True:
-        top = np.sort(np.partition(-z, k - 1)[:k])  # [k] negated probabilities, most likely first
-        mass = np.cumsum(-top)
-        if k == k_max:
-            mass /= mass[-1]  # top_k already cut the tail: renormalize inside it
-        hit = np.searchsorted(mass, top_p)  # first index where the mass reaches top_p
-        if hit < k or k == k_max:
-            return int(min(hit + 1, k))
-        k = min(4 * k, k_max)
+_BLOCK = 256
+
+
+def _draw(weights: np.ndarray, rng: np.random.Generator) -> int:
+    """An index drawn with probability proportional to `weights` [n] (>= 0, not all 0).
+
+    Inverse CDF in two levels (block sums, then within one block): a cumulative sum over
+    a 49k vocabulary costs ~0.4 ms in numpy, block sums a few microseconds.
+    """
+    n = weights.shape[0]
+    if n <= 4 * _BLOCK:
+        c = np.cumsum(weights, dtype=np.float64)
+        return min(int(np.searchsorted(c, rng.random() * c[-1], side="right")), n - 1)
+    full = n - n % _BLOCK
+    sums = weights[:full].reshape(-1, _BLOCK).sum(axis=1, dtype=np.float64)  # [n // BLOCK]
+    if full < n:
+        sums = np.append(sums, weights[full:].sum(dtype=np.float64))
+    c = np.cumsum(sums)
+    u = rng.random() * c[-1]
+    b = min(int(np.searchsorted(c, u, side="right")), len(sums) - 1)
+    lo = b * _BLOCK
+    inner = np.cumsum(weights[lo : lo + _BLOCK], dtype=np.float64)
+    u -= c[b - 1] if b else 0.0
+    return lo + min(int(np.searchsorted(inner, u, side="right")), inner.shape[0] - 1)
 
 
 def stop_prefix_len(text: str, stops: Sequence[str]) -> int:

@@ -76,3 +76,19 @@ def test_stop_as_a_string_and_prefix_holdback():
     assert stop_prefix_len("hello EN", ["END"]) == 2
     assert stop_prefix_len("hello E", ["END", "Ex"]) == 1
     assert stop_prefix_len("hello", ["END"]) == 0
+
+
+def test_two_level_draw_matches_the_distribution():
+    from edge_runtime.sampling import _draw
+
+    rng = np.random.default_rng(0)
+    w = np.zeros(5000, np.float32)
+    w[[3, 700, 2047, 4999]] = [1, 2, 3, 4]  # across blocks, the ragged tail included
+    counts = np.bincount([_draw(w, rng) for _ in range(4000)], minlength=5000)
+    assert set(np.flatnonzero(counts)) == {3, 700, 2047, 4999}
+    np.testing.assert_allclose(counts[[3, 700, 2047, 4999]] / 4000, [0.1, 0.2, 0.3, 0.4], atol=0.03)
+
+
+def test_top_k_then_top_p_inside_it():
+    # top_k=3 keeps 0.5/0.25/0.15 (renormalized 0.555/0.278/0.167); top_p=0.8 then needs the first two
+    assert set(draws(SamplingParams(temperature=1.0, top_k=3, top_p=0.8, seed=0))) == {0, 1}
