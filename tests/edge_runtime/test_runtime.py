@@ -320,3 +320,14 @@ def test_status_and_metrics(runtime):
                  "edge_queue_depth", "edge_variant_selections_total", "edge_signal_battery_level",
                  "edge_decision_seconds_bucket", "edge_variant_loads_total"):
         assert name in text, name
+
+
+def test_corrupt_first_variant_at_open_moves_on(bundle_copy, make_policy):
+    (bundle_copy / "variants/dense/model.onnx").write_bytes(b"\x08garbage")
+    with Runtime.open(bundle_copy, policy=make_policy(0), threads=1) as rt:
+        assert rt.allowed().tolist() == [False, True] and list(rt.pool.loaded) == [1]
+        r = rt.generate("hello", max_tokens=3)
+        assert r.variant == "dense-int8" and r.retried_from is None
+    (bundle_copy / "variants/dense-int8/model.onnx").write_bytes(b"\x08garbage")
+    with pytest.raises(BundleError, match=r"no variant of .* loads: .*cannot load"):
+        Runtime.open(bundle_copy, threads=1)
