@@ -164,3 +164,22 @@ class VariantCatalog:
     def offered(self) -> tuple[int, ...]:
         """Indices of the variants a controller may choose (gate not failed), manifest order."""
         return tuple(int(i) for i in np.flatnonzero(self.allowed))
+
+    def undominated(self) -> tuple[int, ...]:
+        """Allowed variants that no other allowed variant matches or beats on prefill and
+        decode cost and on easy and hard quality at once (ties keep the earlier variant).
+
+        Under the device model a dominated variant is never worth choosing: it takes at least
+        as long and as much energy and delivers no more quality.
+        """
+        idx = self.offered
+        cost = np.stack([self.prefill_ms, self.decode_ms, -self.quality_easy, -self.quality_hard], axis=1)  # [V, 4]
+        keep = []
+        for i in idx:
+            beaten = any(
+                np.all(cost[j] <= cost[i]) and (np.any(cost[j] < cost[i]) or j < i) for j in idx if j != i
+            )
+            if not beaten:
+                keep.append(i)
+        return tuple(keep)
+

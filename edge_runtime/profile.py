@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import sys
-import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.config import check_table, coerce
 from edge_runtime.errors import ProfileError
 
 if sys.version_info >= (3, 11):
@@ -48,58 +47,12 @@ ARRIVALS = ("poisson", "bursty", "trace")
 TRACE_COLUMNS = ("arrival_s", "prompt_tokens", "max_new_tokens", "deadline_s", "hard")
 
 
-# --------------------------------------------------------------------------- typed tables
-
-
-def _typename(tp: Any) -> str:
-    if typing.get_origin(tp) is tuple:
-        return "[" + ", ".join(_typename(a) for a in typing.get_args(tp)) + "]"
-    if isinstance(tp, types.UnionType):
-        return " or ".join(_typename(a) for a in typing.get_args(tp))
-    return {float: "a number", int: "an integer", bool: "true/false", str: "a string", type(None): "absent"}.get(
-        tp, str(tp)
-    )
+def _table(cls: type, data: Any, where: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return check_table(cls, data, where, ProfileError, skip)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """`value` as type `tp` (float accepts ints; bool never passes as a number), else ProfileError."""
-    if isinstance(tp, types.UnionType):
-        for arg in typing.get_args(tp):
-            if arg is not type(None):
-                return _coerce(value, arg, where)
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ProfileError(f"{where} must be a list {_typename(tp)}, got {value!r}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    ok = {
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        bool: isinstance(value, bool),
-        str: isinstance(value, str),
-    }.get(tp, False)
-    if not ok:
-        raise ProfileError(f"{where} must be {_typename(tp)}, got {type(value).__name__} {value!r}")
-    if tp is float:
-        if not math.isfinite(value):
-            raise ProfileError(f"{where} must be finite, got {value!r}")
-        return float(value)
-    return value
-
-
-def _table(cls: type, data: Any, where: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Check a TOML table against dataclass `cls`: unknown keys and wrong types name the key."""
-    if not isinstance(data, dict):
-        raise ProfileError(f"{where} must be a table, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls) if f.name not in skip]
-    out = {}
-    for key, value in data.items():
-        if key not in names:
-            raise ProfileError(f"{where}: unknown key {key!r}; known keys: {', '.join(names)}")
-        out[key] = _coerce(value, hints[key], f"{where}.{key}")
-    return out
+    return coerce(value, tp, where, ProfileError)
 
 
 def _require(cond: bool, where: str, msg: str, value: Any) -> None:

@@ -41,6 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from edge_runtime.catalog import VariantCatalog
+from edge_runtime.config import check_table
 from edge_runtime.device import Device, RunResult
 from edge_runtime.errors import PolicyError, ProfileError
 from edge_runtime.observation import RequestState, encode
@@ -80,17 +81,11 @@ class RewardConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "reward config") -> RewardConfig:
-        """From a mapping; unknown keys and non-numbers name the key (`ProfileError`)."""
-        names = [f.name for f in fields(cls)]
-        out = {}
-        for key, value in data.items():
-            if key not in names:
-                raise ProfileError(f"{where}: unknown key {key!r}; known keys: {', '.join(names)}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ProfileError(f"{where}.{key} must be a finite number, got {value!r}")
+        """From a mapping; unknown keys, non-numbers and negative weights name the key (`ProfileError`)."""
+        out = check_table(cls, data, where, ProfileError)
+        for key, value in out.items():
             if value < 0:
                 raise ProfileError(f"{where}.{key} must be >= 0 (it is a weight), got {value!r}")
-            out[key] = float(value)
         return cls(**out)
 
     @classmethod
