@@ -31,7 +31,7 @@ from edge_runtime.policy import OnnxPolicy
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
+OPSET = 18
 MIN_AGREEMENT = 0.999  # share of observations where ONNX and SB3 must pick the same action
 
 
@@ -56,8 +56,8 @@ def export_onnx(model: Any, path: str | os.PathLike[str]) -> None:
     with torch.no_grad():
         torch.onnx.export(
             net, (dummy,), str(path), input_names=[OnnxPolicy.INPUT], output_names=[OnnxPolicy.OUTPUT],
-            dynamic_axes={OnnxPolicy.INPUT: {0: "N"}, OnnxPolicy.OUTPUT: {0: "N"}},
-            opset_version=OPSET, dynamo=False,
+            dynamic_shapes=({0: torch.export.Dim("N")},), opset_version=OPSET, dynamo=True,
+            external_data=False, verbose=False,
         )
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
