@@ -59,5 +59,13 @@ class Overloaded(EdgeError):
         self.retry_after_s = retry_after_s
 
 
+class Unavailable(EdgeError):
+    """The runtime cannot take requests now (loading, shutting down, no variant left)."""
+
+    def __init__(self, message: str, retry_after_s: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class DeadlineExceeded(EdgeError):
     """A request's deadline passed before it could start."""

@@ -57,7 +57,8 @@ class VariantSession:
             available, else CPU).
     """
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None, providers: list[str] | None = None,
+                 storage: str | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise VariantError(f"ONNX file {str(self.path)!r} is missing; re-export the bundle")
@@ -67,7 +68,9 @@ class VariantSession:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
         try:
-            model, files = _expand_masked(self.path, so)
+            # The manifest's `storage` says whether the graph is masked; only then is the
+            # `onnx` package needed (and it stays optional on the device: see _expand_masked).
+            model, files = (str(self.path), {}) if storage == "dense" else _expand_masked(self.path, so)
             self.session = ort.InferenceSession(model, so, providers=providers_available(providers))
             del model, files  # onnxruntime copied what it needs while creating the session
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
@@ -126,6 +129,135 @@ class VariantSession:
         """Logits [B, S, vocab] of whole sequences, no cache kept."""
         return self.forward(input_ids)[0]
 
+    def decoder(self, capacity: int, prefill_chunk: int = 256) -> Decoder:
+        """A `Decoder` over this session with room for `capacity` tokens."""
+        return Decoder(self, capacity, prefill_chunk)
+
+
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
+
+
+class Decoder:
+    """Prefill and token-by-token decode for one sequence, with no per-token copies of the cache.
+
+    Each layer's cache is one preallocated buffer [1, kv_heads, capacity, head_dim] bound as
+    both `past_key_values.{i}.*` and `present.{i}.*`: GroupQueryAttention then writes the
+    new positions in place, and the attention mask's length (the tokens so far) tells it
+    how much of the buffer is valid. A decode step moves one token id in and one row of
+    logits out; everything else stays where it is. Prompts are fed in chunks of
+    `prefill_chunk` tokens, which bounds the transient logits [1, chunk, vocab].
+
+    One decoder serves one sequence at a time; `reset` starts the next one in the same
+    buffers, so a long-running server allocates nothing per request.
+
+    Args:
+        session: the variant.
+        capacity: most tokens (prompt + generated) a sequence may reach; `reserve` grows it.
+        prefill_chunk: prompt tokens per forward pass during prefill.
+    """
+
+    def __init__(self, session: VariantSession, capacity: int, prefill_chunk: int = 256) -> None:
+        if capacity < 1 or prefill_chunk < 1:
+            raise ValueError(f"capacity and prefill_chunk must be >= 1, got {capacity} and {prefill_chunk}")
+        self.session = session
+        self.prefill_chunk = prefill_chunk
+        self.length = 0  # tokens in the cache
+        sess = session.session
+        self._device = "cuda" if session.providers[0] == "CUDAExecutionProvider" else "cpu"
+        past_type = {i.name: i.type for i in sess.get_inputs()}.get(PAST.format(0, "key"), "tensor(float)")
+        self._kv_dtype = _NP_TYPES.get(past_type, np.float32)
+        self._logits_dtype = _NP_TYPES.get(sess.get_outputs()[0].type, np.float32)
+        self._io = sess.io_binding()
+        self._io.bind_output("logits", "cpu")  # bound first: output 0 of the binding from now on
+        self._ids = np.zeros((1, 1), np.int64)  # the decode step's input, rewritten in place
+        self._row = np.zeros((1, 1, session.vocab), self._logits_dtype)  # the decode step's logits
+        self._mask = np.ones((1, 0), np.int64)
+        self._cache: list[ort.OrtValue] = []
+        self.capacity = 0
+        self.reserve(capacity)
+
+    def reserve(self, capacity: int) -> None:
+        """Make room for `capacity` tokens (reallocates and drops the cache if it grows)."""
+        if capacity <= self.capacity:
+            return
+        self._cache = []  # free the old buffers before allocating the new ones
+        for spec in self.session.kv:
+            for _ in range(2):
+                shape = (1, spec.kv_heads, capacity, spec.head_dim)
+                if self._device == "cpu":
+                    # numpy-backed: zeroed pages come from calloc lazily, and ORT reads them in place
+                    value = ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, self._kv_dtype))
+                else:
+                    value = ort.OrtValue.ortvalue_from_shape_and_type(shape, self._kv_dtype, self._device, 0)
+                self._cache.append(value)
+        for i in range(self.session.num_layers):
+            for j, kind in enumerate(("key", "value")):
+                self._io.bind_ortvalue_input(PAST.format(i, kind), self._cache[2 * i + j])
+                self._io.bind_ortvalue_output(PRESENT.format(i, kind), self._cache[2 * i + j])
+        self._mask = np.ones((1, capacity), np.int64)
+        self.capacity = capacity
+        self.length = 0
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes held by the KV buffers."""
+        return sum(
+            2 * spec.kv_heads * self.capacity * spec.head_dim * np.dtype(self._kv_dtype).itemsize
+            for spec in self.session.kv
+        )
+
+    def reset(self) -> None:
+        """Forget the sequence (the buffers are kept)."""
+        self.length = 0
+
+    def _bind_mask(self, total: int) -> None:
+        self._io.bind_input("attention_mask", "cpu", 0, np.int64, [1, total], self._mask.ctypes.data)
+
+    def prefill(self, ids: np.ndarray | list[int]) -> np.ndarray:
+        """Append `ids` to the sequence; the logits [vocab] after its last token (a copy)."""
+        ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(1, -1))  # [1, S]
+        n = ids.shape[1]
+        if n == 0:
+            raise ValueError("prefill needs at least one token")
+        if self.length + n > self.capacity:
+            raise ValueError(f"{self.length + n} tokens do not fit a decoder of capacity {self.capacity}")
+        io, last = self._io, None
+        for start in range(0, n, self.prefill_chunk):
+            chunk = ids[:, start : start + self.prefill_chunk]  # [1, c]
+            self.length += chunk.shape[1]
+            io.bind_cpu_input("input_ids", chunk)
+            self._bind_mask(self.length)
+            io.bind_output("logits", "cpu")  # [1, c, vocab], allocated by ORT, dropped after the chunk
+            self._run()
+            last = io.get_outputs()[0].numpy()[0, -1].copy() if start + chunk.shape[1] >= n else None
+        self._bind_step()
+        assert last is not None
+        return last
+
+    def _bind_step(self) -> None:
+        io = self._io
+        io.bind_input("input_ids", "cpu", 0, np.int64, [1, 1], self._ids.ctypes.data)
+        io.bind_output("logits", "cpu", 0, self._logits_dtype, [1, 1, self.session.vocab], self._row.ctypes.data)
+
+    def step(self, token: int) -> np.ndarray:
+        """Append one token; the logits [vocab] after it (a view, overwritten by the next step)."""
+        if self.length + 1 > self.capacity:
+            raise ValueError(f"the decoder is full ({self.capacity} tokens)")
+        self._ids[0, 0] = token
+        self.length += 1
+        self._bind_mask(self.length)
+        self._run()
+        return self._row[0, 0]
+
+    def _run(self) -> None:
+        try:
+            self.session.session.run_with_iobinding(self._io)
+        except Exception as e:  # onnxruntime's Fail, RuntimeException, ...: the variant is broken here
+            self.length = 0
+            raise VariantError(
+                f"onnxruntime failed running {str(self.session.path)!r} ({type(e).__name__}: {str(e)[:300]})"
+            ) from e
+
 
 def _expand_masked(path: Path, so: ort.SessionOptions) -> tuple[str | bytes, dict[str, np.ndarray]]:
     """The model to open, with masked weights expanded here instead of by ORT.
@@ -140,8 +272,13 @@ def _expand_masked(path: Path, so: ort.SessionOptions) -> tuple[str | bytes, dic
     stay alive until the session is created; dense-storage graphs come back as their
     path and no files.
     """
-    import onnx
-    from onnx import numpy_helper
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:  # a device install without the `onnx` package: ORT's constant folding expands
+        log.info("the onnx package is not installed: %s is opened as is (masked weights, if any, "
+                 "are expanded by onnxruntime at a higher peak memory)", path)
+        return str(path), {}
 
     head = onnx.load(str(path), load_external_data=False)
     meta = {p.key: p.value for p in head.metadata_props}
@@ -166,7 +303,7 @@ def _expand_masked(path: Path, so: ort.SessionOptions) -> tuple[str | bytes, dic
     sizes = [int(np.prod(shapes[w])) for w in weights]
     blob = np.empty(sum(sizes), np.float32)  # the in-memory "file" of expanded weights
     placeholders, offset = [], 0
-    for w, size in zip(weights, sizes):
+    for w, size in zip(weights, sizes, strict=True):
         mask = np.unpackbits(array(f"{w}.bitmask"), bitorder="little", count=size).astype(bool)
         dense = blob[offset : offset + size]
         dense[:] = 0.0

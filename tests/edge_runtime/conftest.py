@@ -1,13 +1,22 @@
-"""Fixtures for the device-side tests: synthetic bundles (manifest only) and small profiles."""
+"""Fixtures of the device-side tests: synthetic bundles (manifest only), small profiles,
+a scripted policy and runtimes over the shared tiny bundle."""
 
 from __future__ import annotations
 
+import shutil
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from edge_runtime.bundle import read_manifest
 from edge_runtime.catalog import VariantCatalog
+from edge_runtime.observation import DeviceState
+from edge_runtime.runtime import Runtime
+from edge_runtime.signals import StaticSource
 from edge_runtime.synthetic import write_synthetic_bundle
 
 SHORT_PROFILE = """
@@ -46,3 +55,107 @@ def short_profile(tmp_path: Path) -> Path:
     path = tmp_path / "short.toml"
     path.write_text(SHORT_PROFILE)
     return path
+
+
+@dataclass
+class Choice:
+    variant: int
+    reason: str
+    latency_s: float = 0.0
+
+
+class ScriptedPolicy:
+    """A policy the test steers: picks `index` (first allowed if it may not run); waits for `gate`."""
+
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
+        self.gate = threading.Event()
+        self.gate.set()
+        self.seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def decide(self, obs: np.ndarray, allowed: np.ndarray) -> Choice:
+        assert self.gate.wait(30), "test gate never opened"
+        self.seen.append((obs.copy(), allowed.copy()))
+        if allowed[self.index]:
+            return Choice(self.index, f"scripted {self.index}")
+        return Choice(int(np.flatnonzero(allowed)[0]), "scripted: first allowed")
+
+
+@pytest.fixture
+def make_policy() -> type[ScriptedPolicy]:
+    """The ScriptedPolicy class, for tests that open their own runtimes."""
+    return ScriptedPolicy
+
+
+@pytest.fixture
+def policy() -> ScriptedPolicy:
+    return ScriptedPolicy()
+
+
+@pytest.fixture
+def runtime(tiny_bundle: Path, policy: ScriptedPolicy):
+    """A fresh runtime over the tiny bundle, steered by `policy`, with static signals."""
+    rt = Runtime.open(tiny_bundle, policy=policy, signals=StaticSource(DeviceState()), threads=1)
+    yield rt
+    policy.gate.set()
+    rt.close(grace_s=5)
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny bundle that a test may damage."""
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """edge-serve's app under a real uvicorn in a thread (stopped by `stop`)."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        import time
+
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live(tiny_bundle: Path):
+    """One real server per test module: runtime (ScriptedPolicy, max_queue 2), API key "sekrit"."""
+    from edge_runtime.server import ServerConfig, create_app
+
+    policy = ScriptedPolicy()
+    rt = Runtime.open(tiny_bundle, policy=policy, signals=StaticSource(DeviceState()), threads=1, max_queue=2)
+    server = LiveServer(create_app(ServerConfig(bundle=str(tiny_bundle), api_key="sekrit"), runtime=rt))
+    yield SimpleNamespace(url=server.url, runtime=rt, policy=policy, key="sekrit")
+    policy.gate.set()
+    server.stop()
+    rt.close(grace_s=5)
+
+
+@pytest.fixture
+def port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    return free_port()

@@ -1,0 +1,187 @@
+"""The HTTP schemas of `edge-serve`: OpenAI-compatible requests and responses, plus the native ones.
+
+Validation is strict (a string is not a number, `true` is not an integer), so a wrong
+type is a 400 with the field's name rather than a silent coercion. Fields an OpenAI
+client may send but this server does not act on (`user`, `logit_bias`, ...) are
+accepted and ignored; the ones whose meaning it cannot honour (`n` > 1, `echo`,
+`logprobs`) are refused.
+
+Extensions to OpenAI's request bodies (all optional): `top_k`, `priority` (higher is
+served first), `deadline_s` (seconds from arrival by which generation must start),
+`difficulty` (0 easy .. 1 needs the dense model's quality; what the controller calls
+`hard`), `ignore_eos`. Responses add `edge` (the variant that served the request and
+why) and `timings` (llama.cpp's names, plus queue, decision and load times).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_STOP = 4
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False  # one last chunk with `usage` and no choices
+
+
+class _Sampling(_Strict):
+    model: str | None = Field(None, description="the bundle's name (the controller chooses) or a variant's name (pinned)")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy")
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0, description="extension: keep the k most likely tokens; 0 = off")
+    n: int = Field(1, ge=1, le=1, description="only one choice per request")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = Field(None, description=f"up to {MAX_STOP} stop strings")
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    user: str | None = None
+    priority: int = Field(0, ge=-1000, le=1000, description="extension: higher is served first")
+    deadline_s: float | None = Field(None, gt=0.0, le=86400.0,
+                                     description="extension: seconds from arrival by which generation must start")
+    difficulty: float = Field(0.0, ge=0.0, le=1.0,
+                              description="extension: 0 easy .. 1 needs the dense model's quality")
+    ignore_eos: bool = Field(False, description="extension: generate past end-of-sequence tokens")
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] | list[int] = Field(..., description="a string, a one-string list, or token ids")
+    max_tokens: int | None = Field(None, ge=1, description="default: the server's --default-max-tokens")
+    echo: Literal[False] = False
+    logprobs: None = None
+    best_of: int | None = Field(None, ge=1, le=1)
+    suffix: None = None
+
+
+class ChatMessage(_Strict):
+    model_config = ConfigDict(strict=True, extra="allow")
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens")
+    logprobs: Literal[False] | None = None
+
+
+# ---------------------------------------------------------------------------- responses
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class EdgeInfo(BaseModel):
+    """Which variant served the request and why."""
+
+    variant: str
+    reason: str
+    cold_start: bool = False  # the variant was loaded for this request
+    retried_from: str | None = None  # a variant that failed first
+
+
+class Timings(BaseModel):
+    """Milliseconds; llama.cpp's field names, plus the runtime's own steps."""
+
+    queue_ms: float
+    decide_ms: float
+    load_ms: float
+    prompt_n: int
+    prompt_ms: float
+    prompt_per_second: float
+    predicted_n: int
+    predicted_ms: float
+    predicted_per_token_ms: float
+    predicted_per_second: float
+    total_ms: float
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    edge: EdgeInfo | None = None
+    timings: Timings | None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    edge: EdgeInfo
+    timings: Timings
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "edge-runtime"
+    edge: dict[str, Any] = Field(default_factory=dict, description="variant facts: sparsity, gate, loaded, ...")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    code: int
+    message: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every failure, on every route."""
+
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading", "error", "shutting_down"]
+    detail: str | None = None
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the error envelope for `codes`."""
+    text = {400: "invalid request", 401: "missing or wrong API key", 404: "unknown model or route",
+            408: "the request's deadline passed before it could start", 413: "request body too large",
+            429: "the queue is full; see Retry-After", 500: "internal error",
+            503: "loading, shutting down, or no variant can run; see Retry-After"}
+    return {c: {"model": ErrorResponse, "description": text.get(c, "error")} for c in codes}

@@ -1,0 +1,684 @@
+"""The embedded runtime: open a bundle, then generate; the controller picks the variant per request.
+
+    from edge_runtime import Runtime
+
+    with Runtime.open("bundles/smollm2-135m") as rt:
+        r = rt.generate("Summarize: disk /dev/sda1 is 97% full", max_tokens=48)
+        print(r.text, r.variant, r.reason, r.timings.decode_tokens_per_s)
+        for piece in rt.stream(messages=[{"role": "user", "content": "Hi"}]):
+            print(piece, end="")
+
+Every request goes through one bounded queue (`edge_runtime.queue`) to one worker thread
+that owns the onnxruntime sessions (onnxruntime already spreads each forward pass over
+the cores). When the worker takes a request it checks the deadline, reads the signals,
+encodes the observation (`edge_runtime.observation.encode`), asks the policy for a
+variant among those allowed, loads it if it is cold (`edge_runtime.pool`), and
+generates (`edge_runtime.generate`). A variant that fails to load or run is fenced and
+the request is retried once on the next allowed variant, provided no text had been
+streamed yet. Every result says which variant served it, why, and where the time went.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import queue as _stdqueue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime import observation
+from edge_runtime.bundle import Manifest, check_files, read_manifest
+from edge_runtime.errors import (
+    BundleError,
+    DeadlineExceeded,
+    EdgeError,
+    Overloaded,
+    RequestError,
+    Unavailable,
+    VariantError,
+)
+from edge_runtime.generate import Generation, Timings
+from edge_runtime.metrics import Metrics
+from edge_runtime.observation import DeviceState, RequestState
+from edge_runtime.pool import VariantPool
+from edge_runtime.queue import Entry, RequestQueue
+from edge_runtime.sampling import SamplingParams
+from edge_runtime.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
+from edge_runtime.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How a `Runtime` runs; `edge-serve` maps one flag to each field."""
+
+    threads: int | None = None  # onnxruntime intra-op threads per session; None: every core this process may use
+    providers: tuple[str, ...] | None = None  # execution providers, preferred first; None: CUDA if present, then CPU
+    memory_budget_mb: float | None = None  # loaded variants' estimated MiB at most (LRU unloading); None: no limit
+    max_queue: int = 16  # requests waiting before new ones are refused (Overloaded / HTTP 429)
+    max_prompt_tokens: int | None = None  # longer prompts are refused; None: the context length - 1
+    default_max_tokens: int = 256  # when a request sets none (capped by what fits the context)
+    default_deadline_s: float | None = None  # when a request sets none; None: no deadline
+    allow_ungated: bool = False  # also serve variants whose evaluation gate failed (logged loudly)
+    preload: str | tuple[str, ...] = "first"  # at open: "none", "first" (first servable), "all", or variant names
+    prefill_chunk: int = 256  # prompt tokens per forward pass (bounds the transient logits memory)
+    signals: str = "auto"  # auto | psutil | sysfs | static, when no SignalSource object is passed
+
+    def __post_init__(self) -> None:
+        for name in ("max_queue", "default_max_tokens", "prefill_chunk"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"RuntimeConfig.{name} must be an integer >= 1, got {v!r}")
+        for name in ("memory_budget_mb", "default_deadline_s"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+                raise ValueError(f"RuntimeConfig.{name} must be a number > 0 or None, got {v!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"RuntimeConfig.threads must be an integer >= 1 or None, got {self.threads!r}")
+        if self.signals not in SOURCES:
+            raise ValueError(f"RuntimeConfig.signals must be one of {sorted(SOURCES)}, got {self.signals!r}")
+
+
+@dataclass
+class Result:
+    """A finished request."""
+
+    id: str
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # stop | length | cancelled
+    variant: str  # the variant that produced the text
+    reason: str  # why it was chosen ("rl", "rule: battery<20%", "pinned", "retry: ...")
+    timings: Timings
+    cold_start: bool = False  # the variant was loaded for this request (timings.load_s)
+    retried_from: str | None = None  # the variant that failed first, if any
+    observation: dict[str, float] = field(default_factory=dict)  # what the policy saw
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.timings.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.timings.completion_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "finish_reason": self.finish_reason, "variant": self.variant,
+                "reason": self.reason, "cold_start": self.cold_start, "retried_from": self.retried_from,
+                "timings": self.timings.to_dict(), "observation": self.observation}
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a request's handle receives: "start" (variant chosen, first token ready), "text", "done", "error"."""
+
+    kind: str
+    text: str = ""
+    variant: str = ""
+    reason: str = ""
+    result: Result | None = None
+    error: EdgeError | None = None
+
+
+class Handle:
+    """A submitted request: iterate for text deltas, or wait for the `Result`.
+
+    Events go to `sink` when one is given (e.g. an asyncio bridge); otherwise they are
+    kept for `__iter__` / `result`.
+    """
+
+    def __init__(self, request_id: str, sink: Callable[[Event], None] | None = None, stream: bool = True) -> None:
+        self.id = request_id
+        self.stream = stream  # send "text" events (else only start/done/error)
+        self._events: _stdqueue.SimpleQueue[Event] = _stdqueue.SimpleQueue()
+        self._sink = sink or self._events.put
+        self._done = threading.Event()
+        self._cancel = threading.Event()
+        self.entry: Entry | None = None
+        self.outcome: Result | EdgeError | None = None
+        self.streamed = False  # text already handed out (no transparent retry past this point)
+
+    def emit(self, event: Event) -> None:
+        if event.kind == "text":
+            self.streamed = True
+        elif event.kind in ("done", "error"):
+            self.outcome = event.result if event.kind == "done" else event.error
+            self._done.set()
+        try:
+            self._sink(event)
+        except Exception as e:  # the consumer is gone (closed event loop): the request still completes
+            log.debug("request %s: event sink failed (%s)", self.id, e)
+            self._cancel.set()
+
+    def cancel(self) -> None:
+        """Stop generating (the result ends with finish_reason "cancelled")."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            ev = self._events.get()
+            if ev.kind == "text":
+                yield ev.text
+            elif ev.kind == "done":
+                return
+            elif ev.kind == "error":
+                assert ev.error is not None
+                raise ev.error
+
+    def result(self, timeout: float | None = None) -> Result:
+        """Wait for the end; raises the request's error."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"request {self.id} still running after {timeout} s")
+        if isinstance(self.outcome, EdgeError):
+            raise self.outcome
+        assert isinstance(self.outcome, Result)
+        return self.outcome
+
+
+@dataclass
+class _Job:
+    id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    pinned: int | None
+    difficulty: float
+    deadline_s: float  # budget from submission (inf: none)
+    submitted: float  # monotonic
+    handle: Handle
+
+
+def _default_policy(bundle_dir: Path, manifest: Manifest) -> Any:
+    """The bundle's policy behind the rule fallback (edge_runtime.policy.load_policy)."""
+    try:
+        from edge_runtime.policy import load_policy
+    except ImportError:  # the controller package is not merged into this branch yet
+        log.warning("edge_runtime.policy is not available: serving the densest allowed variant")
+        return _DensestAllowed()
+    return load_policy(bundle_dir, manifest)
+
+
+@dataclass
+class _Choice:
+    """A decision made without the policy (same fields as `edge_runtime.policy.Decision`)."""
+
+    variant: int
+    reason: str
+    latency_s: float = 0.0
+
+
+class _DensestAllowed:
+    """Stand-in policy until `edge_runtime.policy` lands: the first allowed variant."""
+
+    def decide(self, obs: np.ndarray, allowed: np.ndarray) -> _Choice:
+        return _Choice(int(np.flatnonzero(allowed)[0]), "densest allowed")
+
+
+class Runtime:
+    """A bundle opened for serving. Build it with `Runtime.open`; close it (or use `with`)."""
+
+    def __init__(self, bundle_dir: Path, manifest: Manifest, tokenizer: Tokenizer, pool: VariantPool,
+                 policy: Any, signals: SignalSource, config: RuntimeConfig, metrics: Metrics) -> None:
+        self.bundle_dir = bundle_dir
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+        self.pool = pool
+        self.policy = policy
+        self.signals = signals
+        self.config = config
+        self.metrics = metrics
+        self.latency = LatencyTracker()
+        self.context_length = manifest.model.context_length
+        self.max_prompt_tokens = min(config.max_prompt_tokens or self.context_length - 1, self.context_length - 1)
+        self._service_s = 1.0  # EWMA of a request's service time, for Retry-After
+        self.queue = RequestQueue(config.max_queue, retry_after=self._retry_after)
+        self._ids = itertools.count(1)
+        self._running: _Job | None = None
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="edge-runtime-worker", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, bundle_dir: str | os.PathLike[str], config: RuntimeConfig | None = None, *,
+             policy: Any | None = None, signals: SignalSource | None = None, **overrides: Any) -> Runtime:
+        """Validate the bundle, load the tokenizer and the preloaded variants, start the worker.
+
+        Args:
+            bundle_dir: the bundle directory.
+            config: runtime settings (default `RuntimeConfig()`); `overrides` replace single fields,
+                e.g. `Runtime.open(d, threads=2, memory_budget_mb=800)`.
+            policy: anything with `decide(obs, allowed) -> Decision` (default: the bundle's policy
+                behind the rule fallback, `edge_runtime.policy.load_policy`).
+            signals: a `SignalSource` (default: `config.signals`).
+
+        Raises:
+            BundleError: unknown format, missing file, malformed manifest, nothing servable.
+            VariantError: a preloaded variant does not load.
+        """
+        config = replace(config or RuntimeConfig(), **overrides)
+        root = Path(bundle_dir)
+        manifest = read_manifest(root)
+        check_files(root, manifest)
+        tokenizer = Tokenizer.from_bundle(root, manifest)
+        pool = VariantPool(root, manifest, threads=config.threads,
+                           providers=list(config.providers) if config.providers else None,
+                           memory_budget_mb=config.memory_budget_mb, allow_ungated=config.allow_ungated,
+                           prefill_chunk=config.prefill_chunk)
+        if policy is None:
+            policy = _default_policy(root, manifest)
+        if signals is None:
+            signals = StaticSource() if config.signals == "static" else SOURCES[config.signals]()
+        rt = cls(root, manifest, tokenizer, pool, policy, signals, config, Metrics())
+        try:
+            rt._preload()
+        except BaseException:
+            rt.close(grace_s=0)
+            raise
+        log.info("opened %s: %d variants (%s), %d servable", root, len(manifest.variants),
+                 ", ".join(manifest.names), int(pool.allowed().sum()))
+        return rt
+
+    def _preload(self) -> None:
+        """Load the variants `config.preload` names; a failing one is fenced and logged, not fatal,
+        unless nothing servable is left ("first" moves on to the next variant)."""
+        pre, allowed = self.config.preload, self.pool.allowed()
+        if pre == "none":
+            return
+        if pre in ("first", "all"):
+            todo = [int(i) for i in np.flatnonzero(allowed)]
+        else:
+            todo = [self.variant_index(n) for n in ([pre] if isinstance(pre, str) else pre)]
+        errors = []
+        for index in todo:
+            try:
+                self._load(index, capacity=256)
+            except VariantError as e:
+                errors.append(str(e))
+                continue
+            if pre == "first":
+                return
+        if not self.pool.allowed().any():
+            raise BundleError(f"no variant of {str(self.bundle_dir)!r} loads: " + "; ".join(errors)
+                              + " (re-export the bundle)")
+
+    def _load(self, index: int, capacity: int) -> tuple[Any, float]:
+        name = self.manifest.variants[index].name
+        try:
+            loaded, load_s = self.pool.get(index, capacity)
+        except VariantError as e:
+            self.metrics.failures.labels(name).inc()
+            self.pool.fence(index, str(e))
+            self.metrics.fenced.labels(name).set(1)
+            self.metrics.loaded.labels(name).set(0)
+            raise
+        if load_s > 0:
+            self.metrics.loads.labels(name).inc()
+            self.metrics.load_seconds.labels(name).observe(load_s)
+            for v in self.manifest.variants:  # LRU may have unloaded others
+                self.metrics.loaded.labels(v.name).set(float(self.manifest.index(v.name) in self.pool.loaded))
+        return loaded, load_s
+
+    # ------------------------------------------------------------------ lookups
+
+    @property
+    def name(self) -> str:
+        """The bundle's name (its directory name): the model id that lets the controller choose."""
+        return self.bundle_dir.resolve().name
+
+    def variant_index(self, name: str) -> int:
+        """Index of variant `name` (VariantError for an unknown one)."""
+        return self.manifest.index(name)
+
+    def allowed(self) -> np.ndarray:
+        return self.pool.allowed()
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for dashboards and `/status`."""
+        device = self._read_signals()
+        return {
+            "bundle": str(self.bundle_dir),
+            "queue_depth": self.queue.depth,
+            "max_queue": self.queue.max_size,
+            "running": self._running.id if self._running else None,
+            "recent_ms_per_token": self.latency.value,
+            "signals": device.__dict__,
+            "memory_used_mb": round(self.pool.used_mb, 1),
+            "memory_budget_mb": self.config.memory_budget_mb,
+            "variants": [
+                {"name": v.name, "loaded": i in self.pool.loaded, "allowed": bool(self.pool.allowed()[i]),
+                 "why_not": self.pool.why_not(i), "gate": v.gate.status}
+                for i, v in enumerate(self.manifest.variants)
+            ],
+        }
+
+    # ------------------------------------------------------------------ requests
+
+    def prepare(self, prompt: str | None = None, messages: Sequence[dict[str, Any]] | None = None,
+                prompt_ids: Sequence[int] | None = None) -> list[int]:
+        """The prompt's token ids from exactly one of text, chat messages or ids; checks its length."""
+        given = [x is not None for x in (prompt, messages, prompt_ids)]
+        if sum(given) != 1:
+            raise RequestError("give exactly one of prompt, messages or prompt_ids")
+        if messages is not None:
+            ids = self.tokenizer.encode_chat(messages)
+        elif prompt is not None:
+            if not isinstance(prompt, str):
+                raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")
+            ids = self.tokenizer.encode(prompt)
+        else:
+            ids = [int(i) for i in prompt_ids or []]
+            vocab = self.manifest.model.vocab_size
+            if any(not 0 <= i < vocab for i in ids):
+                raise RequestError(f"prompt token ids must be in [0, {vocab})")
+        if not ids:
+            raise RequestError("the prompt is empty: give at least one token of text")
+        if len(ids) > self.max_prompt_tokens:
+            raise RequestError(f"the prompt has {len(ids)} tokens, more than the limit of {self.max_prompt_tokens}; "
+                               "shorten it")
+        return ids
+
+    def sampling(self, prompt_tokens: int, params: SamplingParams | None = None, **kw: Any) -> SamplingParams:
+        """Sampling parameters with `max_tokens` defaulted and checked against the context length."""
+        room = self.context_length - prompt_tokens
+        explicit = kw.get("max_tokens") is not None or params is not None
+        kw = {k: v for k, v in kw.items() if v is not None}
+        if params is None:
+            kw.setdefault("max_tokens", min(self.config.default_max_tokens, room))
+            params = SamplingParams(**kw)
+        elif kw:
+            params = replace(params, **kw)
+        if explicit and params.max_tokens > room:
+            raise RequestError(
+                f"max_tokens ({params.max_tokens}) + the prompt ({prompt_tokens} tokens) exceed the context length "
+                f"({self.context_length}); ask for at most {room} tokens"
+            )
+        return params
+
+    def submit(self, prompt: str | None = None, *, messages: Sequence[dict[str, Any]] | None = None,
+               prompt_ids: Sequence[int] | None = None, params: SamplingParams | None = None,
+               variant: str | None = None, priority: int = 0, deadline_s: float | None = None,
+               difficulty: float = 0.0, sink: Callable[[Event], None] | None = None, stream: bool = True,
+               **sampling: Any) -> Handle:
+        """Queue a request and return its `Handle` at once.
+
+        Args:
+            prompt / messages / prompt_ids: exactly one: raw text, chat messages, or token ids.
+            params: sampling parameters; `sampling` keywords (max_tokens, temperature, top_k,
+                top_p, seed, stop, ...) override single fields.
+            variant: run this variant (a name), bypassing the controller.
+            priority: higher is served first.
+            deadline_s: seconds from now by which generation must have started (default:
+                the config's); past it the request is rejected with `DeadlineExceeded`.
+            difficulty: 0 easy .. 1 needs the dense model's quality (the observation's `hard`).
+            sink: receives the request's `Event`s instead of the handle's own buffer.
+            stream: send "text" events as tokens arrive; without them, a variant that fails
+                mid-generation can always be retried on another one.
+
+        Raises:
+            RequestError: bad prompt or parameters. VariantError: unknown or unservable variant.
+            Overloaded: the queue is full. Unavailable: the runtime is closing.
+        """
+        try:
+            ids = self.prepare(prompt, messages, prompt_ids)
+            params = self.sampling(len(ids), params, **sampling)
+            pinned = None
+            if variant is not None:
+                pinned = self.variant_index(variant)
+                why = self.pool.why_not(pinned)
+                if why is not None:
+                    raise VariantError(f"variant {variant!r} may not run: {why}; choose another or let the "
+                                       f"controller choose (model {self.name!r})")
+            if isinstance(difficulty, bool) or not isinstance(difficulty, (int, float)) or not 0 <= difficulty <= 1:
+                raise RequestError(f"difficulty must be a number in [0, 1], got {difficulty!r}")
+            if isinstance(priority, bool) or not isinstance(priority, int):
+                raise RequestError(f"priority must be an integer, got {priority!r}")
+            budget = self.config.default_deadline_s if deadline_s is None else deadline_s
+            if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                       or not budget > 0):
+                raise RequestError(f"deadline_s must be a number > 0, got {budget!r}")
+            budget = math.inf if budget is None else float(budget)
+        except RequestError:
+            self.metrics.rejected.labels("invalid").inc()
+            raise
+        if self._closed:
+            self.metrics.rejected.labels("shutdown").inc()
+            raise Unavailable("the runtime is closed")
+        rid = f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
+        handle = Handle(rid, sink, stream)
+        now = time.monotonic()
+        job = _Job(rid, ids, params, pinned, float(difficulty), budget, now, handle)
+        try:
+            handle.entry = self.queue.put(job, priority=priority, deadline=now + budget)
+        except (Overloaded, Unavailable) as e:
+            self.metrics.rejected.labels("overloaded" if not isinstance(e, Unavailable) else "shutdown").inc()
+            raise
+        self.metrics.queue_depth.set(self.queue.depth)
+        return handle
+
+    def generate(self, prompt: str | None = None, **kw: Any) -> Result:
+        """Run one request to the end (blocking); see `submit` for the arguments."""
+        return self.submit(prompt, stream=False, **kw).result()
+
+    def stream(self, prompt: str | None = None, **kw: Any) -> Iterator[str]:
+        """Text deltas as they are generated; see `submit`. Closing the iterator cancels the request."""
+        handle = self.submit(prompt, **kw)
+        try:
+            yield from handle
+        finally:
+            if not handle.done():
+                self.cancel(handle)
+
+    def chat(self, messages: Sequence[dict[str, Any]], **kw: Any) -> Result:
+        """`generate` for chat messages through the bundle's chat template."""
+        return self.generate(messages=messages, **kw)
+
+    def cancel(self, handle: Handle) -> None:
+        """Cancel a request: dropped if still queued, stopped after the current token if running."""
+        handle.cancel()
+        if handle.entry is not None and self.queue.remove(handle.entry):
+            self.metrics.queue_depth.set(self.queue.depth)
+            job: _Job = handle.entry.item
+            self._finish_cancelled(job)
+
+    # ------------------------------------------------------------------ the controller
+
+    def decide(self, prompt_tokens: int, max_tokens: int, deadline_s: float = math.inf, difficulty: float = 0.0,
+               device: DeviceState | None = None) -> tuple[Any, np.ndarray]:
+        """The policy's decision for a request like this one, now: (Decision, observation)."""
+        device = device or self._read_signals()
+        state = RequestState(
+            prompt_tokens=prompt_tokens,
+            max_new_tokens=max_tokens,
+            deadline_s=deadline_s,
+            hard=difficulty,
+            queue_depth=self.queue.depth,
+            oldest_wait_frac=self.queue.oldest_wait_frac(),
+            recent_ms_per_token=self.latency.value,
+        )
+        obs = observation.encode(device, state)
+        allowed = self.pool.allowed()
+        if not allowed.any():
+            raise Unavailable("no variant can run: every variant failed its gate or was fenced; restart "
+                              "after fixing the bundle")
+        try:
+            d = self.policy.decide(obs, allowed)
+            ok = isinstance(d.variant, (int, np.integer)) and 0 <= d.variant < len(allowed) and allowed[d.variant]
+        except Exception as e:  # the policy (even its fallback) must never take a request down
+            log.error("policy failed (%s: %s): serving the densest allowed variant", type(e).__name__, e)
+            d, ok = None, False
+        if not ok:
+            d = _Choice(int(np.flatnonzero(allowed)[0]), "policy error -> densest allowed")
+        return d, obs
+
+    def _read_signals(self) -> DeviceState:
+        try:
+            state = self.signals.read()
+        except Exception as e:  # a SignalSource should not raise; one that does must not crash serving
+            log.error("signal source failed (%s): using defaults", e)
+            state = DeviceState()
+        return state
+
+    # ------------------------------------------------------------------ the worker
+
+    def _retry_after(self, depth: int) -> float:
+        return (depth + 1) * self._service_s
+
+    def _work(self) -> None:
+        while True:
+            entry = self.queue.get()
+            if entry is None:
+                return
+            job: _Job = entry.item
+            self.metrics.queue_depth.set(self.queue.depth)
+            if job.handle.cancelled:
+                self._finish_cancelled(job)
+                continue
+            now = time.monotonic()
+            if entry.expired(now):
+                self.metrics.rejected.labels("deadline").inc()
+                job.handle.emit(Event("error", error=DeadlineExceeded(
+                    f"request {job.id} waited {now - job.submitted:.2f} s in the queue, past its deadline of "
+                    f"{job.deadline_s:.2f} s; retry with a longer deadline_s or when the queue is shorter")))
+                continue
+            self._running = job
+            self.metrics.running.set(1)
+            try:
+                self._run(job, now)
+            except Exception as e:  # a bug must fail one request, not the worker
+                log.exception("request %s failed", job.id)
+                err = e if isinstance(e, EdgeError) else EdgeError(f"internal error: {type(e).__name__}: {e}")
+                if not job.handle.done():
+                    job.handle.emit(Event("error", error=err))
+            finally:
+                self._running = None
+                self.metrics.running.set(0)
+
+    def _run(self, job: _Job, started: float) -> None:
+        t = Timings(queue_s=started - job.submitted)
+        self.metrics.queue_wait.observe(t.queue_s)
+        t0 = time.perf_counter()
+        device = self._read_signals()
+        self.metrics.signals(device)
+        self.metrics.recent_latency.set(self.latency.value)
+        obs: np.ndarray | None = None
+        if job.pinned is not None:
+            index, reason, source = job.pinned, "pinned", "pinned"
+        else:
+            left = job.submitted + job.deadline_s - started
+            d, obs = self.decide(len(job.prompt_ids), job.params.max_tokens, left, job.difficulty, device)
+            index, reason = int(d.variant), str(d.reason)
+            source = "fallback" if reason.startswith("fallback") else "policy"
+            if source == "fallback":
+                self.metrics.fallbacks.inc()
+        t.decide_s = time.perf_counter() - t0
+        self.metrics.decision.observe(t.decide_s)
+        capacity = len(job.prompt_ids) + job.params.max_tokens
+        retried_from = None
+        for attempt in (0, 1):
+            name = self.manifest.variants[index].name
+            self.metrics.selections.labels(name, source).inc()
+            try:
+                loaded, load_s = self._load(index, capacity)
+                t.load_s += load_s
+                gen = Generation(loaded.decoder, self.tokenizer, job.prompt_ids, job.params, timings=t,
+                                 cancelled=lambda: job.handle.cancelled)
+                started_ev = False
+                for delta in gen:
+                    if not started_ev:
+                        job.handle.emit(Event("start", variant=name, reason=reason))
+                        started_ev = True
+                    if job.handle.stream:
+                        job.handle.emit(Event("text", text=delta))
+                if not started_ev:
+                    job.handle.emit(Event("start", variant=name, reason=reason))
+                break
+            except VariantError as e:
+                if index not in self.pool.fenced:
+                    self.metrics.failures.labels(name).inc()
+                    self.pool.fence(index, str(e))
+                    self.metrics.fenced.labels(name).set(1)
+                    self.metrics.loaded.labels(name).set(0)
+                nxt = self.pool.next_allowed(index)
+                if attempt == 1 or job.pinned is not None or job.handle.streamed or nxt is None:
+                    self.metrics.requests.labels(name, "error").inc()
+                    raise Unavailable(f"variant {name!r} failed ({e}) and the request cannot be retried") from e
+                log.warning("request %s: variant %r failed, retrying on %r", job.id, name,
+                            self.manifest.variants[nxt].name)
+                retried_from, index, source = name, nxt, "retry"
+                reason = f"retry: {name} failed; was {reason}"
+                t = Timings(queue_s=t.queue_s, decide_s=t.decide_s, load_s=t.load_s)
+        t.total_s = time.monotonic() - job.submitted
+        result = Result(job.id, gen.text, gen.token_ids, gen.finish_reason or "stop", name, reason, t,
+                        cold_start=t.load_s > 0, retried_from=retried_from,
+                        observation=observation.describe(obs) if obs is not None else {})
+        self._account(result)
+        job.handle.emit(Event("done", variant=name, reason=reason, result=result))
+
+    def _account(self, r: Result) -> None:
+        t, m = r.timings, self.metrics
+        m.requests.labels(r.variant, r.finish_reason).inc()
+        m.prompt_tokens.labels(r.variant).inc(t.prompt_tokens)
+        m.completion_tokens.labels(r.variant).inc(t.completion_tokens)
+        m.duration.labels(r.variant).observe(t.total_s)
+        m.prefill.observe(t.prefill_s)
+        if t.decode_steps:
+            m.per_token.labels(r.variant).observe(t.decode_s / t.decode_steps)
+            self.latency.update(t.decode_ms_per_token)
+        service = t.total_s - t.queue_s
+        self._service_s = 0.7 * self._service_s + 0.3 * max(service, 0.01)
+
+    def _finish_cancelled(self, job: _Job) -> None:
+        if job.handle.done():
+            return
+        t = Timings(queue_s=time.monotonic() - job.submitted, total_s=time.monotonic() - job.submitted,
+                    prompt_tokens=len(job.prompt_ids))
+        self.metrics.requests.labels("none", "cancelled").inc()
+        job.handle.emit(Event("done", result=Result(job.id, "", [], "cancelled", "", "cancelled before start", t)))
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self, grace_s: float = 30.0) -> None:
+        """Refuse new requests, finish the queued and running ones within `grace_s`, then stop.
+
+        Requests still waiting after the grace period fail with `Unavailable`; a running
+        one is cancelled (it ends with finish_reason "cancelled").
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.queue.close()
+        self._worker.join(grace_s)
+        if self._worker.is_alive():
+            for entry in self.queue.drain():
+                self.metrics.rejected.labels("shutdown").inc()
+                entry.item.handle.emit(Event("error", error=Unavailable("the runtime shut down before this "
+                                                                        "request started")))
+            if self._running is not None:
+                self._running.handle.cancel()
+            self._worker.join(5.0)
+        self.pool.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

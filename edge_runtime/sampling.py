@@ -1,0 +1,142 @@
+"""Next-token choice: greedy, or temperature / top-k / top-p sampling with a seed.
+
+`SamplingParams` is what a request asks for (validated once, `RequestError` naming the
+field); `Sampler` turns one row of logits into a token id. With `temperature == 0` the
+choice is the argmax and nothing random happens; otherwise the logits are scaled, cut to
+the `top_k` most likely tokens and then to the smallest set whose probability reaches
+`top_p`, and one token is drawn from the renormalized distribution with a generator
+seeded by `seed` (same seed, same prompt, same variant: same text).
+
+Presence and frequency penalties follow OpenAI's definition: the logit of every token
+already generated is lowered by `presence_penalty + count * frequency_penalty`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_runtime.errors import RequestError
+
+MAX_STOP_STRINGS = 4  # as OpenAI
+MAX_STOP_CHARS = 256
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens and when to stop; every field has a safe default.
+
+    Raises:
+        RequestError: a value is out of range (the message names the field and the range).
+    """
+
+    max_tokens: int = 128  # new tokens at most (the runtime also caps it by the context length)
+    temperature: float = 0.0  # 0 = greedy; 0.7-1.0 for varied text
+    top_k: int = 0  # keep the k most likely tokens; 0 = all
+    top_p: float = 1.0  # nucleus: smallest set with this much probability; 1 = all
+    seed: int | None = None  # None: a fresh seed per request
+    stop: tuple[str, ...] = ()  # stop strings; the text ends before the first one found
+    ignore_eos: bool = False  # keep going past end-of-sequence tokens (benchmarks)
+    presence_penalty: float = 0.0  # -2..2, OpenAI semantics
+    frequency_penalty: float = 0.0  # -2..2, OpenAI semantics
+    logprobs: bool = field(default=False, repr=False)  # reserved
+
+    def __post_init__(self) -> None:
+        def bad(name: str, value: object, want: str) -> RequestError:
+            return RequestError(f"{name} must be {want}, got {value!r}")
+
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise bad("max_tokens", self.max_tokens, "an integer >= 1")
+        for name, lo, hi in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0),
+                             ("presence_penalty", -2.0, 2.0), ("frequency_penalty", -2.0, 2.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+                raise bad(name, v, f"a number in [{lo:g}, {hi:g}]")
+        if self.top_p == 0.0:
+            raise bad("top_p", self.top_p, "a number in (0, 1]")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise bad("top_k", self.top_k, "an integer >= 0 (0 = off)")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise bad("seed", self.seed, "an integer or null")
+        stop = self.stop
+        if isinstance(stop, str):
+            stop = (stop,)
+        if not isinstance(stop, (tuple, list)) or not all(isinstance(s, str) for s in stop):
+            raise bad("stop", self.stop, "a string or a list of strings")
+        if len(stop) > MAX_STOP_STRINGS or any(not s or len(s) > MAX_STOP_CHARS for s in stop):
+            raise bad("stop", list(stop), f"at most {MAX_STOP_STRINGS} non-empty strings of <= {MAX_STOP_CHARS} characters")
+        object.__setattr__(self, "stop", tuple(stop))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class Sampler:
+    """Picks the next token from logits [vocab] under `params`; one per request."""
+
+    def __init__(self, params: SamplingParams) -> None:
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+        self.counts: dict[int, int] = {}  # generated token -> times, for the penalties
+        self._penalize = params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
+
+    def __call__(self, logits: np.ndarray) -> int:
+        p = self.params
+        if self._penalize and self.counts:
+            logits = logits.astype(np.float32, copy=True)
+            ids = np.fromiter(self.counts.keys(), np.int64, len(self.counts))
+            n = np.fromiter(self.counts.values(), np.float32, len(self.counts))
+            logits[ids] -= p.presence_penalty + n * p.frequency_penalty
+        token = int(np.argmax(logits)) if p.greedy else self._sample(logits)
+        if self._penalize:
+            self.counts[token] = self.counts.get(token, 0) + 1
+        return token
+
+    def _sample(self, logits: np.ndarray) -> int:
+        p = self.params
+        x = logits.astype(np.float64) / p.temperature  # [V]
+        vocab = x.shape[0]
+        k = p.top_k if 0 < p.top_k < vocab else vocab
+        if p.top_p < 1.0:
+            # The nucleus is usually small: look at the top 64, widen until it holds top_p.
+            k = _nucleus_size(x, k, p.top_p)
+        if k < vocab:
+            idx = np.argpartition(-x, k - 1)[:k]  # [k], unordered
+            x = x[idx]
+        else:
+            idx = None
+        probs = np.exp(x - x.max())
+        probs /= probs.sum()
+        choice = int(self.rng.choice(len(probs), p=probs))
+        return int(idx[choice]) if idx is not None else choice
+
+
+def _nucleus_size(x: np.ndarray, k_max: int, top_p: float) -> int:
+    """Tokens in the smallest top set of scaled logits `x` whose probability reaches `top_p`."""
+    z = np.exp(x - x.max())
+    z /= z.sum()
+    k = min(64, k_max)
+    while True:
+        top = np.sort(np.partition(-z, k - 1)[:k])  # [k] negated probabilities, most likely first
+        mass = np.cumsum(-top)
+        if k == k_max:
+            mass /= mass[-1]  # top_k already cut the tail: renormalize inside it
+        hit = np.searchsorted(mass, top_p)  # first index where the mass reaches top_p
+        if hit < k or k == k_max:
+            return int(min(hit + 1, k))
+        k = min(4 * k, k_max)
+
+
+def stop_prefix_len(text: str, stops: Sequence[str]) -> int:
+    """Characters at the end of `text` that could begin one of `stops` (held back while streaming)."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best

@@ -1,0 +1,627 @@
+"""`edge-serve`: the runtime behind an OpenAI-compatible HTTP API (FastAPI + uvicorn).
+
+    edge-serve --bundle bundles/smollm2-135m [--host 127.0.0.1] [--port 8080] [--api-key KEY]
+
+Routes. OpenAI-compatible: `POST /v1/completions`, `POST /v1/chat/completions` (both
+with SSE streaming, `usage`, `stream_options.include_usage`), `GET /v1/models` (the
+bundle's name, which lets the controller choose, then every variant with its sparsity
+and gate). Native: `GET /health` (503 while loading, 200 when ready), `GET /metrics`
+(Prometheus), `GET /status` (signals, queue, loaded variants). The OpenAPI schema is at
+`/openapi.json`.
+
+Every failure answers `{"error": {"code", "message", "type"}}` with a 4xx/5xx status; a
+full queue answers 429 and a loading or stopping server 503, both with `Retry-After`.
+Every completion says which variant served it and why: headers `X-Edge-Variant` and
+`X-Edge-Reason`, body fields `model`, `edge` and `timings`.
+
+Every flag has an `EDGE_*` environment variable (the flag wins): see `edge-serve --help`.
+SIGTERM (or Ctrl-C) stops accepting connections, lets accepted requests finish within
+`--grace-s`, then exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from edge_runtime import api
+from edge_runtime.bundle import check_files, read_manifest
+from edge_runtime.errors import (
+    DeadlineExceeded,
+    EdgeError,
+    Overloaded,
+    RequestError,
+    Unavailable,
+    VariantError,
+)
+from edge_runtime.runtime import Event, Handle, Result, Runtime, RuntimeConfig
+from edge_runtime.signals import SOURCES
+
+log = logging.getLogger("edge_runtime.server")
+
+AUTO_MODEL = "auto"  # besides the bundle's name and --alias: let the controller choose
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """`edge-serve`'s settings (flags / EDGE_* variables); the runtime's own are in `runtime`."""
+
+    bundle: str
+    host: str = "127.0.0.1"  # loopback only unless told otherwise
+    port: int = 8080
+    api_key: str | None = None  # require `Authorization: Bearer KEY` on everything but /health
+    alias: str | None = None  # another model name meaning "the controller chooses"
+    max_body_bytes: int = 1 << 20  # larger request bodies get 413
+    grace_s: float = 30.0  # on SIGTERM, how long accepted requests may take to finish
+    log_level: str = "info"
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+class _State:
+    """What the routes share: the runtime once it is open, and the server's status."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.runtime: Runtime | None = None
+        self.status = "loading"
+        self.error: str | None = None
+        self.on_fatal: Callable[[], None] = lambda: None
+
+    def ready(self) -> Runtime:
+        if self.status == "shutting_down":
+            raise Unavailable("the server is shutting down", retry_after_s=5.0)
+        if self.runtime is None or self.status != "ok":
+            raise Unavailable(f"the model is {self.status}" + (f": {self.error}" if self.error else ""),
+                              retry_after_s=2.0)
+        return self.runtime
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+_ERRORS: tuple[tuple[type[EdgeError], int, str], ...] = (
+    (RequestError, 400, "invalid_request_error"),
+    (VariantError, 400, "invalid_request_error"),
+    (Overloaded, 429, "rate_limit_error"),
+    (DeadlineExceeded, 408, "timeout_error"),
+    (Unavailable, 503, "unavailable_error"),
+    (EdgeError, 500, "server_error"),
+)
+_HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
+               413: "invalid_request_error"}
+
+
+def error_response(code: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "type": kind}}, status_code=code,
+                        headers=headers)
+
+
+def edge_error_response(e: EdgeError) -> JSONResponse:
+    code, kind = next((c, k) for cls, c, k in _ERRORS if isinstance(e, cls))
+    retry = getattr(e, "retry_after_s", None)
+    headers = {"Retry-After": str(max(1, round(retry)))} if retry is not None else None
+    return error_response(code, str(e), kind, headers)
+
+
+def _validation_message(e: RequestValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        if err.get("type") == "json_invalid":
+            return f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+# ------------------------------------------------------------------------------ middleware
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over `limit` bytes with 413 before the route sees them."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_big = JSONResponse({"error": {"code": 413, "message": f"request body larger than {self.limit} bytes; "
+                                          "shorten the prompt", "type": "invalid_request_error"}}, status_code=413)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await too_big(scope, receive, send)
+        chunks, size = [], 0
+        while True:  # buffer the body (at most `limit` bytes), then replay it
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await too_big(scope, receive, send)
+            if not msg.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class HttpMetrics:
+    """ASGI middleware: count responses by route and status."""
+
+    ROUTES = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "/status"}
+
+    def __init__(self, app: Any, state: _State) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = {"code": 500}
+
+        async def wrapped(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                status["code"] = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            rt = self.state.runtime
+            if rt is not None:
+                route = scope["path"] if scope["path"] in self.ROUTES else "other"
+                rt.metrics.http.labels(route, str(status["code"])).inc()
+
+
+# ------------------------------------------------------------------------------ the app
+
+
+def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
+    """The FastAPI app. With `runtime`, serve it (the caller closes it); else open the bundle in the background."""
+    state = _State(config)
+    if runtime is not None:
+        state.runtime, state.status = runtime, "ok"
+
+    def load() -> None:
+        try:
+            state.runtime = Runtime.open(config.bundle, config.runtime)
+            state.status = "ok"
+            log.info("ready: serving %s", config.bundle)
+        except Exception as e:
+            state.status, state.error = "error", str(e)
+            log.error("cannot open the bundle: %s", e)
+            state.on_fatal()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime is None:
+            threading.Thread(target=load, name="edge-serve-load", daemon=True).start()
+        yield
+        state.status = "shutting_down"
+        if runtime is None and state.runtime is not None:
+            await run_in_threadpool(state.runtime.close, config.grace_s)
+
+    app = FastAPI(title="edge-serve", version=_version(), lifespan=lifespan,
+                  description="OpenAI-compatible API over an adaptive-sparsity bundle; see edge_runtime.server")
+    app.state.edge = state
+
+    @app.exception_handler(EdgeError)
+    async def _edge(request: Request, e: EdgeError) -> JSONResponse:
+        return edge_error_response(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        return error_response(400, _validation_message(e), "invalid_request_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        return error_response(e.status_code, str(e.detail), _HTTP_TYPES.get(e.status_code, "invalid_request_error"),
+                              getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, e: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(500, f"internal error ({type(e).__name__})", "server_error")
+
+    def auth(request: Request) -> None:
+        key = config.api_key
+        if not key:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            raise StarletteHTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                         headers={"WWW-Authenticate": "Bearer"})
+
+    guarded = [Depends(auth)]
+    common = api.error_responses(400, 401, 404, 408, 413, 429, 500, 503)
+
+    @app.get("/health", response_model=api.Health, tags=["native"],
+             responses={503: {"model": api.Health, "description": "loading, failed, or shutting down"}})
+    async def health() -> Response:
+        body = {"status": state.status, "detail": state.error}
+        code = 200 if state.status == "ok" else 503
+        return JSONResponse(body, status_code=code, headers=None if code == 200 else {"Retry-After": "2"})
+
+    @app.get("/metrics", tags=["native"], dependencies=guarded, response_class=Response,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+                        **api.error_responses(401, 503)})
+    async def metrics() -> Response:
+        rt = state.ready()
+        rt.metrics.queue_depth.set(rt.queue.depth)
+        return Response(rt.metrics.export(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/status", tags=["native"], dependencies=guarded, responses=api.error_responses(401, 503))
+    async def status() -> dict[str, Any]:
+        return await run_in_threadpool(state.ready().status)
+
+    @app.get("/v1/models", response_model=api.ModelList, tags=["openai"], dependencies=guarded,
+             responses=api.error_responses(401, 503))
+    async def models() -> dict[str, Any]:
+        rt = state.ready()
+        created = int(os.path.getmtime(rt.bundle_dir / "manifest.json"))
+        allowed = rt.allowed()
+        data = [{"id": n, "object": "model", "created": created, "owned_by": "edge-runtime",
+                 "edge": {"auto": True, "variants": list(rt.manifest.names)}} for n in _auto_names(rt, config)]
+        for i, v in enumerate(rt.manifest.variants):
+            data.append({"id": v.name, "object": "model", "created": created, "owned_by": "edge-runtime", "edge": {
+                "method": v.method, "sparsity": v.sparsity, "structured": v.structured,
+                "quantization": v.quantization, "gate": v.gate.status, "gate_failed": list(v.gate.failed),
+                "allowed": bool(allowed[i]), "loaded": i in rt.pool.loaded, "perplexity": v.quality.perplexity,
+                "decode_ms_per_token": v.cost.decode_ms_per_token}})
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/completions", response_model=api.CompletionResponse, tags=["openai"], dependencies=guarded,
+              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streaming"},
+                         **common})
+    async def completions(body: api.CompletionRequest) -> Response:
+        rt = state.ready()
+        prompt = body.prompt
+        if isinstance(prompt, list) and prompt and all(isinstance(x, str) for x in prompt):
+            if len(prompt) != 1:
+                raise RequestError(f"prompt: one prompt per request is supported, got {len(prompt)}")
+            prompt = prompt[0]
+        source = {"prompt_ids": prompt} if isinstance(prompt, list) else {"prompt": prompt}
+        return await _serve(rt, body, source, body.max_tokens, chat=False)
+
+    @app.post("/v1/chat/completions", response_model=api.ChatCompletionResponse, tags=["openai"],
+              dependencies=guarded,
+              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streaming"},
+                         **common})
+    async def chat_completions(body: api.ChatCompletionRequest) -> Response:
+        rt = state.ready()
+        messages = [m.model_dump(exclude_none=False) for m in body.messages]
+        return await _serve(rt, body, {"messages": messages}, body.max_completion_tokens or body.max_tokens,
+                            chat=True)
+
+    async def _serve(rt: Runtime, body: Any, source: dict[str, Any], max_tokens: int | None, chat: bool) -> Response:
+        variant = _resolve_model(rt, config, body.model)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+
+        def sink(ev: Event) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, ev)
+
+        kw = dict(variant=variant, priority=body.priority, deadline_s=body.deadline_s, difficulty=body.difficulty,
+                  sink=sink, stream=body.stream, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+                  top_k=body.top_k, seed=body.seed, stop=body.stop, ignore_eos=body.ignore_eos or None,
+                  presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty)
+        handle = await run_in_threadpool(lambda: rt.submit(**source, **kw))
+        created = int(time.time())
+        try:
+            first = await events.get()  # "start" once the first token exists, or an error
+            if first.kind == "error":
+                assert first.error is not None
+                raise first.error
+        except BaseException:
+            if not handle.done():
+                rt.cancel(handle)
+            raise
+        headers = {"X-Edge-Variant": _ascii(first.variant), "X-Edge-Reason": _ascii(first.reason),
+                   "X-Request-Id": handle.id}
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(_sse(rt, handle, events, first, created, chat, include_usage),
+                                     media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+        try:
+            ev = first
+            while ev.kind not in ("done", "error"):
+                ev = await events.get()
+        finally:
+            if not handle.done():
+                rt.cancel(handle)
+        if ev.kind == "error":
+            assert ev.error is not None
+            raise ev.error
+        assert ev.result is not None
+        return JSONResponse(_completion_body(ev.result, handle.id, created, chat), headers=headers)
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(HttpMetrics, state=state)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    return app
+
+
+async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first: Event, created: int,
+               chat: bool, include_usage: bool) -> AsyncIterator[bytes]:
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    base = {"id": handle.id, "object": kind, "created": created, "model": first.variant}
+    extra = {"usage": None} if include_usage else {}
+
+    def chunk(text: str | None, finish: str | None, role: bool = False, **more: Any) -> bytes:
+        if chat:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else (
+                {"content": text} if text is not None else {})
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        else:
+            choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+        return _data({**base, "choices": [choice], **extra, **more})
+
+    try:
+        if chat:
+            yield chunk(None, None, role=True)
+        while True:
+            ev = await events.get()
+            if ev.kind == "text":
+                yield chunk(ev.text, None)
+            elif ev.kind == "error":
+                assert ev.error is not None
+                err = edge_error_response(ev.error)
+                yield _data({"error": json.loads(err.body)["error"]})
+                break
+            elif ev.kind == "done":
+                r = ev.result
+                assert r is not None
+                yield chunk(None, _finish(r), edge=_edge(r), timings=_timings(r))
+                if include_usage:
+                    yield _data({**base, "choices": [], "usage": _usage(r)})
+                break
+        yield b"data: [DONE]\n\n"
+    finally:
+        if not handle.done():  # the client went away: stop generating
+            rt.cancel(handle)
+
+
+def _data(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _finish(r: Result) -> str:
+    return "length" if r.finish_reason == "length" else "stop"
+
+
+def _usage(r: Result) -> dict[str, int]:
+    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+            "total_tokens": r.prompt_tokens + r.completion_tokens}
+
+
+def _edge(r: Result) -> dict[str, Any]:
+    return {"variant": r.variant, "reason": r.reason, "cold_start": r.cold_start, "retried_from": r.retried_from}
+
+
+def _timings(r: Result) -> dict[str, float]:
+    t = r.timings
+    return {"queue_ms": 1e3 * t.queue_s, "decide_ms": 1e3 * t.decide_s, "load_ms": 1e3 * t.load_s,
+            "prompt_n": t.prompt_tokens, "prompt_ms": 1e3 * t.prefill_s, "prompt_per_second": t.prefill_tokens_per_s,
+            "predicted_n": t.completion_tokens, "predicted_ms": 1e3 * (t.prefill_s + t.decode_s),
+            "predicted_per_token_ms": t.decode_ms_per_token, "predicted_per_second": t.decode_tokens_per_s,
+            "total_ms": 1e3 * t.total_s}
+
+
+def _completion_body(r: Result, rid: str, created: int, chat: bool) -> dict[str, Any]:
+    if chat:
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": r.text},
+                                  "finish_reason": _finish(r), "logprobs": None}
+    else:
+        choice = {"index": 0, "text": r.text, "finish_reason": _finish(r), "logprobs": None}
+    return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
+            "model": r.variant, "choices": [choice], "usage": _usage(r), "edge": _edge(r), "timings": _timings(r)}
+
+
+def _auto_names(rt: Runtime, config: ServerConfig) -> list[str]:
+    names = [config.alias or rt.name, AUTO_MODEL]
+    return [n for i, n in enumerate(names) if n and n not in names[:i] and n not in rt.manifest.names]
+
+
+def _resolve_model(rt: Runtime, config: ServerConfig, model: str | None) -> str | None:
+    """None (the controller chooses) for the bundle's names; the variant for a variant's name."""
+    if model is None or model in _auto_names(rt, config) or model == rt.name:
+        return None
+    if model in rt.manifest.names:
+        return model
+    raise StarletteHTTPException(
+        404, f"model {model!r} not found: use {_auto_names(rt, config)[0]!r} to let the controller choose, or one "
+             f"of the variants {list(rt.manifest.names)}")
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode()[:200]
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema with its automatic 422 replaced by this server's 400 envelope."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    for path in schema.get("paths", {}).values():
+        for op in path.values():
+            op.get("responses", {}).pop("422", None)
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    app.openapi_schema = schema
+    return schema
+
+
+def _version() -> str:
+    from edge_runtime import __version__
+
+    return __version__
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(f"EDGE_{name}", default)
+
+
+def _bool_env(name: str) -> bool:
+    return str(_env(name, "")).strip().lower() in ("1", "true", "yes", "on")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="edge-serve",
+        description="Serve an adaptive-sparsity bundle over an OpenAI-compatible HTTP API. Every flag can also be "
+                    "set with the EDGE_* environment variable shown; the flag wins.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = ap.add_argument
+    add("--bundle", default=_env("BUNDLE", None), help="bundle directory (required) [EDGE_BUNDLE]")
+    add("--host", default=_env("HOST", "127.0.0.1"), help="address to bind; 0.0.0.0 exposes the server [EDGE_HOST]")
+    add("--port", type=int, default=int(_env("PORT", 8080)), help="port [EDGE_PORT]")
+    add("--api-key", default=_env("API_KEY", None),
+        help="require 'Authorization: Bearer KEY' on every route but /health; prefer the variable to the flag, "
+             "which other users can see in the process list [EDGE_API_KEY]")
+    add("--alias", default=_env("ALIAS", None),
+        help="model name that lets the controller choose (default: the bundle's directory name) [EDGE_ALIAS]")
+    add("--threads", type=int, default=_opt_int(_env("THREADS", None)),
+        help="onnxruntime threads per forward pass (default: every core this process may use) [EDGE_THREADS]")
+    add("--providers", default=_env("PROVIDERS", None),
+        help="comma-separated onnxruntime execution providers, preferred first (default: CUDA when present, then "
+             "CPU) [EDGE_PROVIDERS]")
+    add("--memory-budget-mb", type=float, default=_opt_float(_env("MEMORY_BUDGET_MB", None)),
+        help="estimated MiB of loaded variants at most; least recently used ones are unloaded (default: no limit) "
+             "[EDGE_MEMORY_BUDGET_MB]")
+    add("--max-queue", type=int, default=int(_env("MAX_QUEUE", 16)),
+        help="requests waiting before new ones get 429 [EDGE_MAX_QUEUE]")
+    add("--max-prompt-tokens", type=int, default=_opt_int(_env("MAX_PROMPT_TOKENS", None)),
+        help="longer prompts get 400 (default: the context length - 1) [EDGE_MAX_PROMPT_TOKENS]")
+    add("--default-max-tokens", type=int, default=int(_env("DEFAULT_MAX_TOKENS", 256)),
+        help="max_tokens of requests that set none [EDGE_DEFAULT_MAX_TOKENS]")
+    add("--deadline-s", type=float, default=_opt_float(_env("DEADLINE_S", None)),
+        help="deadline of requests that set none: past it, a queued request gets 408 (default: none) "
+             "[EDGE_DEADLINE_S]")
+    add("--max-body-bytes", type=int, default=int(_env("MAX_BODY_BYTES", 1 << 20)),
+        help="larger request bodies get 413 [EDGE_MAX_BODY_BYTES]")
+    add("--preload", default=_env("PRELOAD", "first"),
+        help="variants loaded before /health says ok: none, first, all, or comma-separated names [EDGE_PRELOAD]")
+    add("--prefill-chunk", type=int, default=int(_env("PREFILL_CHUNK", 256)),
+        help="prompt tokens per forward pass [EDGE_PREFILL_CHUNK]")
+    add("--signals", choices=sorted(SOURCES), default=_env("SIGNALS", "auto"),
+        help="where battery and thermal readings come from [EDGE_SIGNALS]")
+    add("--allow-ungated", action="store_true", default=_bool_env("ALLOW_UNGATED"),
+        help="also serve variants whose evaluation gate failed (logged loudly) [EDGE_ALLOW_UNGATED]")
+    add("--grace-s", type=float, default=float(_env("GRACE_S", 30.0)),
+        help="on SIGTERM, seconds accepted requests may take to finish [EDGE_GRACE_S]")
+    add("--log-level", choices=["debug", "info", "warning", "error"], default=_env("LOG_LEVEL", "info"),
+        help="[EDGE_LOG_LEVEL]")
+    return ap
+
+
+def _opt_int(x: Any) -> int | None:
+    return None if x in (None, "") else int(x)
+
+
+def _opt_float(x: Any) -> float | None:
+    return None if x in (None, "") else float(x)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    preload: str | tuple[str, ...] = args.preload
+    if preload not in ("none", "first", "all"):
+        preload = tuple(p.strip() for p in preload.split(",") if p.strip())
+    rc = RuntimeConfig(
+        threads=args.threads,
+        providers=tuple(p.strip() for p in args.providers.split(",")) if args.providers else None,
+        memory_budget_mb=args.memory_budget_mb, max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens,
+        default_max_tokens=args.default_max_tokens, default_deadline_s=args.deadline_s,
+        allow_ungated=args.allow_ungated, preload=preload, prefill_chunk=args.prefill_chunk, signals=args.signals)
+    return ServerConfig(bundle=args.bundle, host=args.host, port=args.port, api_key=args.api_key or None,
+                        alias=args.alias, max_body_bytes=args.max_body_bytes, grace_s=args.grace_s,
+                        log_level=args.log_level, runtime=rc)
+
+
+def check_bundle(config: ServerConfig) -> None:
+    """Fail fast, before binding a port: the manifest, its files, and at least one servable variant."""
+    manifest = read_manifest(config.bundle)
+    check_files(config.bundle, manifest)
+    if not config.runtime.allow_ungated and all(v.gate.status == "fail" for v in manifest.variants):
+        raise VariantError(f"every variant of {config.bundle!r} failed its evaluation gate; run edge-eval again "
+                           "or pass --allow-ungated")
+    if config.runtime.preload not in ("none", "first", "all"):
+        for name in config.runtime.preload:
+            manifest.variant(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not args.bundle:
+        ap.error("--bundle (or EDGE_BUNDLE) is required")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+        check_bundle(config)
+    except (EdgeError, ValueError) as e:
+        print(f"edge-serve: error: {e}", file=sys.stderr)
+        return 2
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+        log.warning("listening on %s without an API key: anyone who can reach this port can use the model; "
+                    "set EDGE_API_KEY", config.host)
+    return serve(config)
+
+
+def serve(config: ServerConfig) -> int:
+    """Run uvicorn until SIGTERM/SIGINT; 0 after a clean shutdown, 1 if the bundle failed to open."""
+    import uvicorn
+
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
+                                           timeout_graceful_shutdown=max(1, int(config.grace_s)), access_log=False))
+    state: _State = app.state.edge
+
+    def fatal() -> None:
+        server.should_exit = True
+
+    state.on_fatal = fatal
+    # uvicorn handles SIGTERM/SIGINT during `run` (graceful shutdown), then re-raises the signal
+    # against the handlers it found: make those no-ops so that a clean shutdown exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    server.run()
+    if state.status == "error":
+        print(f"edge-serve: error: {state.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Text in and out: the bundle's `tokenizer.json` (the `tokenizers` package alone) and its chat template.
+
+`Tokenizer.from_bundle` loads what the exporter saved; `encode`/`decode` are the usual
+pair; `render_chat` turns OpenAI-style messages into a prompt through the model's own
+Jinja chat template (rendered in a sandbox, as transformers does), and `StreamDecoder`
+turns a growing list of token ids into text deltas without splitting a multi-byte
+character across two deltas.
+
+A bundle without a chat template still serves chat requests through `FALLBACK_TEMPLATE`
+(one "role: content" line per message, then "assistant:"), with one warning at load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer as _HFTokenizer
+
+from edge_runtime.bundle import Manifest
+from edge_runtime.errors import BundleError, RequestError
+
+log = logging.getLogger(__name__)
+
+FALLBACK_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+class Tokenizer:
+    """The bundle's tokenizer and chat template.
+
+    Args:
+        tokenizer: a `tokenizers.Tokenizer`.
+        chat_template: the model's Jinja chat template (None: `FALLBACK_TEMPLATE`).
+        bos_token_id, eos_token_ids: from the manifest's `model`.
+    """
+
+    def __init__(self, tokenizer: _HFTokenizer, chat_template: str | None = None,
+                 bos_token_id: int | None = None, eos_token_ids: Sequence[int] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.eos_token_ids = frozenset(int(i) for i in eos_token_ids)
+        self.bos_token_id = bos_token_id
+        if chat_template is None:
+            log.warning("the bundle has no chat template: chat requests use a plain 'role: content' prompt")
+        self.chat_template = chat_template or FALLBACK_TEMPLATE
+        self._template = _compile(self.chat_template)
+
+    @classmethod
+    def from_bundle(cls, bundle_dir: str | os.PathLike[str], manifest: Manifest) -> Tokenizer:
+        path = Path(bundle_dir) / manifest.tokenizer
+        try:
+            tok = _HFTokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception for unreadable files
+            raise BundleError(f"cannot read the tokenizer {str(path)!r} ({e}); re-export the bundle") from e
+        m = manifest.model
+        return cls(tok, m.chat_template, m.bos_token_id, m.eos_token_ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def token_text(self, token_id: int) -> str | None:
+        return self.tokenizer.id_to_token(token_id)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognized."""
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def render_chat(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+        """The prompt for `messages` ([{"role", "content"}, ...]) through the chat template.
+
+        Raises:
+            RequestError: a message is malformed or the template refuses it.
+        """
+        msgs = [_check_message(m, i) for i, m in enumerate(messages)]
+        if not msgs:
+            raise RequestError("messages must hold at least one message")
+        special = {"bos_token": self._special(self.bos_token_id), "eos_token": self._special(
+            min(self.eos_token_ids) if self.eos_token_ids else None)}
+        try:
+            return self._template.render(messages=msgs, add_generation_prompt=add_generation_prompt, **special)
+        except RequestError:
+            raise
+        except Exception as e:  # jinja2 raises TemplateError subclasses, templates raise anything
+            raise RequestError(f"the chat template cannot render these messages ({type(e).__name__}: {e})") from e
+
+    def encode_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        """Token ids of the rendered chat prompt (the template writes the special tokens itself)."""
+        return self.encode(self.render_chat(messages), add_special_tokens=False)
+
+    def _special(self, token_id: int | None) -> str:
+        return (self.tokenizer.id_to_token(token_id) or "") if token_id is not None else ""
+
+    def stream_decoder(self, prompt_ids: Sequence[int] = ()) -> StreamDecoder:
+        return StreamDecoder(self, prompt_ids)
+
+
+def _check_message(m: Any, i: int) -> dict[str, Any]:
+    if not isinstance(m, dict):
+        raise RequestError(f"messages[{i}] must be an object with 'role' and 'content', got {type(m).__name__}")
+    role, content = m.get("role"), m.get("content")
+    if role not in ROLES:
+        raise RequestError(f"messages[{i}].role must be one of {list(ROLES)}, got {role!r}")
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if len(texts) != len(content) or not all(isinstance(t, str) for t in texts):
+            raise RequestError(f"messages[{i}].content: only text parts are supported")
+        content = "".join(texts)
+    if content is None:
+        content = ""
+    if not isinstance(content, str):
+        raise RequestError(f"messages[{i}].content must be a string, got {type(content).__name__}")
+    return {**m, "role": role, "content": content}
+
+
+def _compile(source: str) -> Any:
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise RequestError(f"the chat template refused the messages: {message}")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(source)
+    except TemplateError as e:
+        raise BundleError(f"the bundle's chat template does not compile ({e}); fix model.chat_template") from e
+
+
+class StreamDecoder:
+    """Text deltas for a growing token sequence.
+
+    Decoding token by token breaks characters made of several byte tokens and loses the
+    spaces some tokenizers attach to the next token, so each delta is the decoded text of
+    a short window of recent tokens minus what that window decoded to before; a delta
+    ending in U+FFFD (an incomplete character) is held back until the next token completes it.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, prompt_ids: Sequence[int] = ()) -> None:
+        self.tok = tokenizer
+        self.ids: list[int] = list(prompt_ids[-4:])  # a little context for the first delta
+        self.prefix = 0  # start of the window
+        self.read = len(self.ids)  # tokens already turned into text
+
+    def push(self, token_id: int) -> str:
+        """Add one token; the new text it completes (maybe "")."""
+        self.ids.append(token_id)
+        before = self.tok.decode(self.ids[self.prefix : self.read])
+        now = self.tok.decode(self.ids[self.prefix :])
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            delta = now[len(before) :]
+            self.prefix, self.read = self.read, len(self.ids)
+            if self.prefix > 64:  # keep the list short on long generations
+                drop = self.prefix
+                self.ids = self.ids[drop:]
+                self.prefix, self.read = self.prefix - drop, self.read - drop
+            return delta
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is still held back (an incomplete character at the very end)."""
+        before = self.tok.decode(self.ids[self.prefix : self.read])
+        now = self.tok.decode(self.ids[self.prefix :])
+        self.prefix = self.read = len(self.ids)
+        return now[len(before) :] if len(now) > len(before) else ""

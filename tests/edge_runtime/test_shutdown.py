@@ -1,0 +1,80 @@
+"""edge-serve as a process: SIGTERM lets accepted requests finish, then exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "edge-serve exited"
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("edge-serve did not become healthy")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_drains_then_exits_zero(tiny_bundle, port):
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SLOW_STEP_S": "0.02", "EDGE_SIGNALS": "static"}
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "slow_serve.py"), "--bundle", str(tiny_bundle), "--port", str(port),
+         "--threads", "1", "--grace-s", "20", "--log-level", "warning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_healthy(url, proc)
+        streamed: list[str] = []
+        queued: list[int] = []
+        first_line = threading.Event()
+
+        def stream():
+            body = {"prompt": "x", "max_tokens": 40, "stream": True, "ignore_eos": True}
+            with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as r:
+                for line in r.iter_lines():
+                    if line:
+                        streamed.append(line)
+                        first_line.set()
+
+        def blocking():
+            r = httpx.post(url + "/v1/completions", json={"prompt": "y", "max_tokens": 20, "ignore_eos": True},
+                           timeout=60)
+            queued.append(r.status_code)
+
+        threads = [threading.Thread(target=stream), threading.Thread(target=blocking)]
+        threads[0].start()
+        assert first_line.wait(30)
+        threads[1].start()
+        time.sleep(0.2)  # the second request is accepted and waiting in the queue
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(httpx.TransportError):  # no longer accepting connections
+            httpx.post(url + "/v1/completions", json={"prompt": "late"}, timeout=5)
+        for t in threads:
+            t.join(60)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert streamed[-1] == "data: [DONE]"
+    final = json.loads(streamed[-2].removeprefix("data: "))
+    assert final["choices"][0]["finish_reason"] == "length" and final["timings"]["predicted_n"] == 40
+    assert queued == [200]

@@ -1,0 +1,75 @@
+"""Tokenizer: the bundle's tokenizer.json, the chat template, streaming detokenization."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_runtime.bundle import read_manifest
+from edge_runtime.errors import BundleError, RequestError
+from edge_runtime.tokenizer import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_bundle):
+    return Tokenizer.from_bundle(tiny_bundle, read_manifest(tiny_bundle))
+
+
+def test_round_trip_and_eos(tok):
+    ids = tok.encode("héllo wörld")
+    assert tok.decode(ids) == "héllo wörld"
+    assert tok.eos_token_ids == {tok.tokenizer.token_to_id("<|im_end|>"), 0}
+
+
+def test_chat_template_renders_special_tokens(tok):
+    text = tok.render_chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    assert text == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    ids = tok.encode_chat([{"role": "user", "content": "Hi"}])
+    assert ids[0] == tok.tokenizer.token_to_id("<|im_start|>")  # one special token, not its characters
+
+
+def test_content_parts_and_bad_messages(tok):
+    parts = [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+    assert "user\nab<|im_end|>" in tok.render_chat(parts)
+    with pytest.raises(RequestError, match=r"messages\[0\].role must be one of"):
+        tok.render_chat([{"role": "wizard", "content": "x"}])
+    with pytest.raises(RequestError, match=r"messages\[1\].content must be a string, got int"):
+        tok.render_chat([{"role": "user", "content": "x"}, {"role": "user", "content": 3}])
+    with pytest.raises(RequestError, match="only text parts"):
+        tok.render_chat([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}])
+    with pytest.raises(RequestError, match="at least one message"):
+        tok.render_chat([])
+
+
+def test_fallback_template_and_template_errors(tok, caplog):
+    plain = Tokenizer(tok.tokenizer, None)
+    assert "no chat template" in caplog.text
+    assert plain.render_chat([{"role": "user", "content": "Hi"}]) == "user: Hi\nassistant:"
+    strict = Tokenizer(tok.tokenizer, "{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}"
+                                      "{% endif %}{{ messages[0]['content'] }}")
+    with pytest.raises(RequestError, match="refused the messages: user first"):
+        strict.render_chat([{"role": "system", "content": "x"}])
+    with pytest.raises(BundleError, match="chat template does not compile"):
+        Tokenizer(tok.tokenizer, "{% for %}")
+
+
+def test_sandbox_blocks_attribute_escapes(tok):
+    evil = Tokenizer(tok.tokenizer, "{{ messages.__class__.__mro__ }}")
+    with pytest.raises(RequestError, match="cannot render"):
+        evil.render_chat([{"role": "user", "content": "x"}])
+
+
+@pytest.mark.parametrize("text", ["héllo wörld", "日本 and more 日本", "plain ascii, with spaces"])
+def test_stream_decoder_never_splits_characters(tok, text):
+    ids = tok.encode(text, add_special_tokens=False)
+    dec = tok.stream_decoder(tok.encode("prompt "))
+    deltas = [dec.push(i) for i in ids] + [dec.flush()]
+    assert "".join(deltas) == text
+    assert not any("\ufffd" in d for d in deltas)
+
+
+def test_stream_decoder_long_sequences_stay_exact(tok):
+    text = "the quick brown fox jumps over the lazy dog; " * 20
+    ids = tok.encode(text, add_special_tokens=False)
+    dec = tok.stream_decoder()
+    assert "".join(dec.push(i) for i in ids) + dec.flush() == text
+    assert len(dec.ids) < 200  # the window is trimmed
