@@ -35,6 +35,10 @@ class EvalError(EdgeError):
     """The evaluation suite or floors file is malformed."""
 
 
+class TrainError(EdgeError):
+    """Controller training cannot proceed: bad training config, profile split or policy export."""
+
+
 class PolicyError(EdgeError):
     """A controller policy is missing, malformed, or disagrees with the encoder."""
 

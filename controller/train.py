@@ -1,0 +1,189 @@
+"""Training the controller with stable-baselines3 on `EdgeDevice-v0`.
+
+    cfg = TrainConfig(timesteps=300_000, seed=0)
+    model, env = train(cfg, bundle_dir, TRAIN_PROFILES)
+
+PPO is the default: on-policy with a discrete action and cheap simulated steps, it is
+stable with little tuning; A2C is available for comparison. The policy is a small MLP
+([64, 64] tanh) over the 12 observation features; its action logits are exported to ONNX
+(`controller.policy_export`). Training is deterministic for a given seed (seeded envs,
+seeded torch, `torch_threads` = 1).
+
+The bundled profiles are split: the policy trains on `TRAIN_PROFILES` and is judged on
+`HELD_OUT`, which combine the same pressures (battery, heat, load) in settings it never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.catalog import VariantCatalog
+from edge_runtime.config import check_table
+from edge_runtime.errors import TrainError
+from edge_runtime.profile import Profile
+from edge_runtime.simulator import RewardConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+TRAIN_PROFILES: tuple[str, ...] = (
+    "desk-plugged", "laptop-battery", "phone-low-battery", "hot-enclosure", "bursty-traffic", "heavy-load-desk",
+)
+HELD_OUT: tuple[str, ...] = ("jetson-battery-pack", "overnight-idle", "scripted-day", "commute-phone", "trace-office")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run (`edge-train --config FILE.toml` reads these keys)."""
+
+    algorithm: str = "ppo"  # key of ALGORITHMS
+    timesteps: int = 400_000  # decisions simulated in total (~6 min here with 4 envs)
+    seed: int = 0  # seeds envs, torch and the evaluation observations
+    n_envs: int = 4  # DummyVecEnv copies; more = smoother gradients, same cost per step
+    learning_rate: float = 3e-4
+    n_steps: int = 1024  # rollout length per env per update (PPO/A2C)
+    batch_size: int = 256  # PPO minibatch
+    n_epochs: int = 10  # PPO passes over each rollout
+    gamma: float = 0.995  # long horizon: a battery run flat is paid for hundreds of decisions later
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.01  # exploration; too high keeps the policy from committing
+    net_arch: tuple[int, ...] = (64, 64)  # hidden layers of the policy and value MLPs
+    randomize: float = 0.3  # domain randomization strength (controller.env.perturb)
+    prune_dominated: bool = True  # offer only undominated variants as actions
+    torch_threads: int = 1  # determinism, and fair to a shared 2-core machine
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise TrainError(f"algorithm {self.algorithm!r} is not one of {sorted(ALGORITHMS)}")
+        for key in ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs", "torch_threads"):
+            if getattr(self, key) < 1:
+                raise TrainError(f"TrainConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if self.seed < 0:
+            raise TrainError(f"TrainConfig.seed must be >= 0, got {self.seed}")
+        if not (0 < self.gamma <= 1 and 0 < self.gae_lambda <= 1):
+            raise TrainError(f"gamma and gae_lambda must be in (0, 1], got {self.gamma} and {self.gae_lambda}")
+        if self.learning_rate <= 0 or self.ent_coef < 0 or self.randomize < 0:
+            raise TrainError("learning_rate must be > 0, ent_coef and randomize >= 0; got "
+                             f"{self.learning_rate}, {self.ent_coef}, {self.randomize}")
+        if not self.net_arch or any(n < 1 for n in self.net_arch):
+            raise TrainError(f"net_arch must list positive layer widths, got {list(self.net_arch)}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "train config") -> TrainConfig:
+        return cls(**check_table(cls, data, where, TrainError))
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise TrainError(f"train config {str(path)!r} does not exist") from e
+        except tomllib.TOMLDecodeError as e:
+            raise TrainError(f"train config {str(path)!r} is not valid TOML: {e}") from e
+        return cls.from_dict(data, f"train config {path}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["net_arch"] = list(self.net_arch)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+# name -> stable_baselines3 class; both are actor-critics whose action logits export the same way
+ALGORITHMS: dict[str, str] = {"ppo": "PPO", "a2c": "A2C"}
+
+
+def check_split(train: Sequence[Profile], held_out: Sequence[Profile]) -> None:
+    """`TrainError` if a held-out profile is also trained on (by name)."""
+    both = sorted({p.name for p in train} & {p.name for p in held_out})
+    if both:
+        raise TrainError(f"profiles {both} are both trained on and held out; drop them from one list")
+
+
+def make_env(catalog: VariantCatalog, profiles: Sequence[Profile], reward: RewardConfig, cfg: TrainConfig) -> Any:
+    """The vectorized training env: `n_envs` seeded copies of `EdgeDevice-v0` in a DummyVecEnv."""
+    import gymnasium
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import controller  # noqa: F401  (registers the env id)
+    from controller.env import ENV_ID
+
+    return make_vec_env(
+        lambda: gymnasium.make(ENV_ID, bundle=catalog, profiles=list(profiles), reward=reward,
+                               randomize=cfg.randomize, prune_dominated=cfg.prune_dominated),
+        n_envs=cfg.n_envs, seed=cfg.seed,
+    )
+
+
+class _Progress:
+    """An SB3 callback that draws a tqdm bar over the timesteps (built lazily: SB3 import)."""
+
+    def __new__(cls, total: int, disable: bool = False) -> Any:
+        from stable_baselines3.common.callbacks import BaseCallback
+        from tqdm.auto import tqdm
+
+        class Progress(BaseCallback):
+            def _on_training_start(self) -> None:
+                self.bar = tqdm(total=total, unit="step", desc="edge-train", disable=disable, dynamic_ncols=True)
+
+            def _on_step(self) -> bool:
+                self.bar.update(self.training_env.num_envs)
+                return True
+
+            def _on_training_end(self) -> None:
+                self.bar.close()
+
+        return Progress()
+
+
+def train(
+    cfg: TrainConfig,
+    catalog: VariantCatalog,
+    profiles: Sequence[Profile],
+    reward: RewardConfig | None = None,
+    progress: bool = True,
+) -> tuple[Any, Any]:
+    """Train a policy; returns (SB3 model, its vectorized env). Deterministic for `cfg.seed`."""
+    import torch
+    from stable_baselines3.common.utils import set_random_seed
+
+    reward = reward or RewardConfig()
+    torch.set_num_threads(cfg.torch_threads)
+    set_random_seed(cfg.seed)
+    env = make_env(catalog, profiles, reward, cfg)
+    import stable_baselines3
+
+    algo = getattr(stable_baselines3, ALGORITHMS[cfg.algorithm])
+    kwargs: dict[str, Any] = dict(
+        learning_rate=cfg.learning_rate, n_steps=cfg.n_steps, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+        ent_coef=cfg.ent_coef, seed=cfg.seed, verbose=0, device="cpu",
+        policy_kwargs=dict(net_arch=dict(pi=list(cfg.net_arch), vf=list(cfg.net_arch))),
+    )
+    if cfg.algorithm == "ppo":
+        kwargs.update(batch_size=min(cfg.batch_size, cfg.n_steps * cfg.n_envs), n_epochs=cfg.n_epochs)
+    model = algo("MlpPolicy", env, **kwargs)
+    log.info("training %s for %d steps on %s (%d actions: %s)", cfg.algorithm, cfg.timesteps,
+             [p.name for p in profiles], env.action_space.n, env.get_attr("action_names")[0])
+    model.learn(total_timesteps=cfg.timesteps, callback=_Progress(cfg.timesteps, disable=not progress))
+    return model, env
+
+
+def policy_actions(model: Any, obs: np.ndarray) -> np.ndarray:
+    """The SB3 policy's deterministic actions for observations [N, SIZE]."""
+    actions, _ = model.predict(np.asarray(obs, dtype=np.float32), deterministic=True)
+    return np.asarray(actions, dtype=np.int64)

@@ -1,0 +1,74 @@
+"""Typed tables: check a parsed TOML/JSON mapping against a frozen config dataclass.
+
+Profiles, reward weights and training configs are typed, frozen dataclasses; this is the one
+checker they share. Unknown keys and wrong types are rejected with the key's name, the
+value seen and the known keys. `float` fields accept integers; `bool` never passes for a
+number; `tuple[int, int]` and `tuple[int, ...]` take lists; `X | None` takes X.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from dataclasses import fields
+from typing import Any
+
+from edge_runtime.errors import EdgeError
+
+
+def typename(tp: Any) -> str:
+    """A readable name for a type annotation, for error messages."""
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {typename(args[0])}s"
+        return "[" + ", ".join(typename(a) for a in args) + "]"
+    if isinstance(tp, types.UnionType):
+        return " or ".join(typename(a) for a in typing.get_args(tp))
+    return {float: "a number", int: "an integer", bool: "true/false", str: "a string",
+            type(None): "absent"}.get(tp, str(tp))
+
+
+def coerce(value: Any, tp: Any, where: str, error: type[EdgeError]) -> Any:
+    """`value` as type `tp`, else `error` naming `where`, the expected type and the value."""
+    if isinstance(tp, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return None
+        return coerce(value, args[0], where, error)
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        variadic = len(args) == 2 and args[1] is Ellipsis
+        if not isinstance(value, (list, tuple)) or (not variadic and len(value) != len(args)):
+            raise error(f"{where} must be a list {typename(tp)}, got {value!r}")
+        kinds = [args[0]] * len(value) if variadic else list(args)
+        return tuple(coerce(v, a, f"{where}[{i}]", error) for i, (v, a) in enumerate(zip(value, kinds, strict=True)))
+    ok = {
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp, False)
+    if not ok:
+        raise error(f"{where} must be {typename(tp)}, got {type(value).__name__} {value!r}")
+    if tp is float:
+        if not math.isfinite(value):
+            raise error(f"{where} must be finite, got {value!r}")
+        return float(value)
+    return value
+
+
+def check_table(cls: type, data: Any, where: str, error: type[EdgeError],
+                skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keys of `data` checked against dataclass `cls` (fields in `skip` are not accepted)."""
+    if not isinstance(data, dict):
+        raise error(f"{where} must be a table, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls) if f.name not in skip]
+    out = {}
+    for key, value in data.items():
+        if key not in names:
+            raise error(f"{where}: unknown key {key!r}; known keys: {', '.join(names)}")
+        out[key] = coerce(value, hints[key], f"{where}.{key}", error)
+    return out

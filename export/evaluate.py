@@ -1,0 +1,431 @@
+"""The evaluation harness: score every variant of a bundle through onnxruntime and gate it.
+
+    result = evaluate_bundle("bundles/smollm2-135m", load_suite(), Floors.from_toml(f))
+    write_report(result, "bundles/smollm2-135m/eval")   # export.report
+    apply_to_manifest("bundles/smollm2-135m", result)    # quality + gate, atomically
+
+Each variant runs in the same kind of ORT session the device runs (CPU provider, the
+graph's own I/O names), never through torch. Scores per variant (`quality.scores`):
+the four slice accuracies, `format`, `instruction` (0-1), `ppl_retention` (dense
+perplexity / variant perplexity, capped at 1), and the costs `latency` and `size`
+relative to the dense variant. Nothing is written until every variant has been scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from edge_runtime.bundle import Gate, Manifest, Quality, Variant, read_manifest, write_manifest
+from edge_runtime.errors import BundleError, EdgeError, EvalError, VariantError
+from export.floors import DIMENSIONS, FloorRule, Floors, gate, set_floors
+from export.scoring import (
+    CHOICE_METRICS,
+    CaseResult,
+    LanguageModel,
+    PromptFormat,
+    choice_accuracy,
+    covered,
+    perplexity,
+    score_case,
+    summarize,
+)
+from export.suite import SLICES, Suite
+from export.text import heldout_text, heldout_windows, token_windows
+
+log = logging.getLogger(__name__)
+
+REPORT_DIR = "eval"  # default report folder inside the bundle
+FLOORS_FILE = "floors.toml"  # default floors file inside the bundle
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How hard to look. The defaults are the real report's; tests shrink them."""
+
+    windows: int = 60  # held-out windows for perplexity; 60 x 512 = 30,720 tokens
+    window: int = 512  # tokens per window (non-overlapping)
+    choice_metric: str = "sum"  # sum: total option log-prob (lm-eval acc) | norm: per character (acc_norm)
+    limit: int | None = None  # cases per slice (smoke runs only; floors need the full suite)
+    threads: int | None = None  # ORT intra-op threads; None: every core this process may use
+    latency_prompt: int = 128  # reference request: prompt tokens ...
+    latency_new: int = 32  # ... and generated tokens, timed per variant
+    latency_repeats: int = 3  # median of this many timings
+    progress: bool = False  # tqdm bars on stderr
+
+    def __post_init__(self) -> None:
+        if self.choice_metric not in CHOICE_METRICS:
+            raise EvalError(f"choice_metric must be one of {CHOICE_METRICS}, got {self.choice_metric!r}")
+        if self.windows < 1 or self.window < 2:
+            raise EvalError(f"need windows >= 1 and window >= 2 tokens, got {self.windows} x {self.window}")
+
+
+# --------------------------------------------------------------------------- the ORT model
+
+
+class OrtModel:
+    """A variant's ONNX graph behind the `LanguageModel` protocol (onnxruntime-genai I/O names).
+
+    Adapter until `edge_runtime.session` lands: full-sequence logits (past = 0) and greedy
+    decoding with the graph's KV cache.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, name: str = "") -> None:
+        import onnxruntime as ort
+
+        self.name = name or str(path)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own zoo (Fail, InvalidGraph, NoSuchFile...)
+            raise VariantError(
+                f"variant {self.name!r}: onnxruntime cannot load {str(path)!r} ({type(e).__name__}: {e}); "
+                "re-export the bundle with edge-export"
+            ) from e
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        missing = [n for n in ("input_ids", "attention_mask") if n not in inputs] + (
+            ["logits"] if "logits" not in outputs else []
+        )
+        if missing:
+            raise VariantError(
+                f"variant {self.name!r}: the graph lacks {missing}; it must use onnxruntime-genai I/O names "
+                "(input_ids, attention_mask, past_key_values.{i}.key/.value -> logits, present.{i}.key/.value)"
+            )
+        self.position_ids = "position_ids" in inputs
+        # per layer (name, kv_heads, head_dim, numpy dtype): kv heads can differ per layer
+        self.past: list[tuple[str, int, int, Any]] = []
+        for n, i in inputs.items():
+            if n.startswith("past_key_values."):
+                kv, hd = i.shape[1], i.shape[3]
+                if not isinstance(kv, int) or not isinstance(hd, int):
+                    raise VariantError(f"variant {self.name!r}: {n} needs static kv_heads and head_dim, got {i.shape}")
+                self.past.append((n, kv, hd, np.float16 if i.type == "tensor(float16)" else np.float32))
+        self.presents = [n.replace("past_key_values.", "present.") for n, *_ in self.past]
+        lost = [p for p in self.presents if p not in outputs]
+        if lost:
+            raise VariantError(f"variant {self.name!r}: past inputs without matching outputs {lost}")
+
+    def _run(self, ids: np.ndarray, past: dict[str, np.ndarray], past_len: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        b, s = ids.shape
+        feed: dict[str, np.ndarray] = {
+            "input_ids": ids,
+            "attention_mask": np.ones((b, past_len + s), dtype=np.int64),  # [B, past+S]
+            **past,
+        }
+        if self.position_ids:
+            feed["position_ids"] = np.broadcast_to(np.arange(past_len, past_len + s, dtype=np.int64), (b, s)).copy()
+        out = self.session.run(["logits", *self.presents], feed)
+        return out[0], {n: v for (n, *_), v in zip(self.past, out[1:], strict=True)}
+
+    def _empty(self, b: int) -> dict[str, np.ndarray]:
+        return {n: np.zeros((b, kv, 0, hd), dtype=dt) for n, kv, hd, dt in self.past}  # [B, kv, 0, D]
+
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:
+        logits, _ = self._run(np.ascontiguousarray(input_ids, dtype=np.int64), self._empty(input_ids.shape[0]), 0)
+        return logits.astype(np.float32, copy=False)  # [B, S, V]
+
+    def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Collection[int]) -> Iterator[int]:
+        ids = np.asarray([prompt_ids], dtype=np.int64)
+        logits, past = self._run(ids, self._empty(1), 0)
+        n = ids.shape[1]
+        for _ in range(max_new_tokens):
+            nxt = int(np.argmax(logits[0, -1]))
+            if nxt in stop_ids:
+                return
+            yield nxt
+            logits, past = self._run(np.asarray([[nxt]], dtype=np.int64), past, n)
+            n += 1
+
+    def time_request(self, prompt: int, new: int, repeats: int, vocab: int) -> float:
+        """Median ms of a reference request: prefill `prompt` tokens, then decode `new` tokens."""
+        rng = np.random.default_rng(0)
+        ids = rng.integers(0, vocab, size=(1, prompt), dtype=np.int64)
+        times = []
+        for _ in range(repeats + 1):  # the first run warms up allocations and is dropped
+            t = time.perf_counter()
+            logits, past = self._run(ids, self._empty(1), 0)
+            for k in range(new):
+                logits, past = self._run(np.asarray([[int(np.argmax(logits[0, -1]))]]), past, prompt + k)
+            times.append((time.perf_counter() - t) * 1e3)
+        return float(np.median(times[1:]))
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class VariantEval:
+    """One variant's scores, perplexity, per-case results and gate."""
+
+    name: str
+    scores: dict[str, float]  # dimension -> value; see module docstring
+    perplexity: float
+    cases: tuple[CaseResult, ...]
+    choice: dict[str, dict[str, float]]  # slice -> choice accuracy under both metrics
+    latency_ms: float  # reference request on this machine (or from the manifest's cost)
+    file_bytes: int
+    gate: Gate = field(default_factory=Gate)
+    seconds: float = 0.0  # wall time spent scoring it
+
+    def to_dict(self, cases: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name, "scores": self.scores, "perplexity": _finite(self.perplexity),
+            "choice": self.choice, "latency_ms": self.latency_ms, "file_bytes": self.file_bytes,
+            "gate": {"status": self.gate.status, "failed": list(self.gate.failed)}, "seconds": round(self.seconds, 1),
+        }
+        if cases:
+            d["cases"] = [c.to_dict() for c in self.cases]
+        return d
+
+
+@dataclass(frozen=True)
+class BundleEval:
+    """Every variant's evaluation, with what it was measured against."""
+
+    bundle: str
+    manifest: Manifest
+    suite: Suite
+    config: EvalConfig
+    variants: tuple[VariantEval, ...]  # manifest order, densest first
+    reference: str  # the dense variant the relative dimensions divide by
+    floors: Floors | None = None
+    latency_source: str = "edge-eval"  # "edge-eval" (timed here) | "manifest" (cost from edge-export)
+    tokens: int = 0  # held-out tokens behind each perplexity
+
+    def variant(self, name: str) -> VariantEval:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise VariantError(f"no evaluation for {name!r}; evaluated: {[v.name for v in self.variants]}")
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+# --------------------------------------------------------------------------- bundle plumbing
+
+
+def open_bundle(bundle_dir: str | Path) -> tuple[Manifest, Tokenizer]:
+    """Read the manifest and the tokenizer; raise BundleError naming what is missing."""
+    manifest = read_manifest(bundle_dir)
+    path = Path(bundle_dir) / manifest.tokenizer
+    if not path.is_file():
+        raise BundleError(f"bundle {str(bundle_dir)!r} is missing {manifest.tokenizer!r}; re-export the bundle with edge-export")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:
+        raise BundleError(f"{str(path)!r} is not a tokenizers file ({e}); re-export the bundle") from e
+    return manifest, tok
+
+
+def reference_variant(manifest: Manifest) -> Variant:
+    """The dense, unquantized variant every relative dimension divides by."""
+    for v in manifest.variants:
+        if v.method == "dense" and v.quantization == "none":
+            return v
+    raise EvalError(
+        f"the bundle has no dense unquantized variant (variants: {list(manifest.names)}); "
+        "floors and relative scores need one: re-export with the dense variant included"
+    )
+
+
+def stop_ids(manifest: Manifest, tok: Tokenizer) -> set[int]:
+    ids = set(manifest.model.eos_token_ids)
+    for special in ("<|im_end|>", "<|endoftext|>"):
+        i = tok.token_to_id(special)
+        if i is not None:
+            ids.add(i)
+    return ids
+
+
+def perplexity_windows(tok: Tokenizer, n: int, length: int) -> np.ndarray:
+    """The first `n` held-out windows [n, length], tokenizing only as much text as they need."""
+    text = heldout_text()
+    prefix = text[: n * length * 8]  # ~4 characters a token for English prose: twice what is needed
+    if len(prefix) < len(text):
+        try:
+            return token_windows(tok, prefix, n, length, "held-out text")
+        except EdgeError:
+            pass  # a tokenizer with few characters per token: fall back to the whole text
+    return heldout_windows(tok, n, length)
+
+
+def open_variants(bundle_dir: str | Path, manifest: Manifest, threads: int | None = None) -> None:
+    """Load every variant once (then drop it) so a broken one fails before any scoring."""
+    for v in manifest.variants:
+        path = Path(bundle_dir) / v.onnx
+        if not path.is_file():
+            raise VariantError(f"variant {v.name!r}: {str(path)!r} is missing; re-export the bundle with edge-export")
+        OrtModel(path, threads, v.name)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score_variant(
+    model: LanguageModel,
+    tok: Tokenizer,
+    suite: Suite,
+    windows: np.ndarray,
+    *,
+    chat_template: str | None = None,
+    stop: Collection[int] = (),
+    config: EvalConfig = EvalConfig(),
+    name: str = "",
+) -> tuple[dict[str, float], float, tuple[CaseResult, ...]]:
+    """Absolute scores (slices, format, instruction), perplexity and per-case results."""
+    fmt = PromptFormat(chat_template)
+    cases = _limited(suite, config.limit)
+    results = []
+    bar = tqdm(cases, desc=f"{name or 'variant'}: cases", disable=not config.progress, leave=False)
+    for case in bar:
+        results.append(score_case(model, tok, fmt, case, config.choice_metric, stop))
+    bar = tqdm(total=len(windows), desc=f"{name or 'variant'}: perplexity", disable=not config.progress, leave=False)
+    with bar:
+        ppl = perplexity(model, windows, bar.update)
+    return summarize(results), ppl, tuple(results)
+
+
+def _limited(suite: Suite, limit: int | None) -> tuple[Any, ...]:
+    if limit is None:
+        return suite.cases
+    return tuple(c for s in SLICES for c in suite.slice(s)[:limit])
+
+
+def check_floors(floors: Floors, suite: Suite, limit: int | None = None) -> None:
+    """Refuse floors measured on another suite version, or that gate a dimension the suite cannot score."""
+    if floors.suite_version and floors.suite_version != suite.version:
+        raise EvalError(
+            f"{floors.path}: floors were set on suite {floors.suite_version!r} but the suite is {suite.version!r}; "
+            "re-run edge-eval --set-floors on the dense model with this suite"
+        )
+    have = covered(_limited(suite, limit))
+    missing = [d for d in floors.floors if d in DIMENSIONS and d != "ppl_retention" and d not in have]
+    if missing:
+        raise EvalError(f"{floors.path}: floors for {missing} but the suite has no cases for them; remove those floors")
+
+
+def evaluate_bundle(
+    bundle_dir: str | Path,
+    suite: Suite,
+    floors: Floors | None = None,
+    config: EvalConfig = EvalConfig(),
+    only: Sequence[str] | None = None,
+) -> BundleEval:
+    """Score every variant (or those in `only`, plus the dense reference) and gate them on `floors`.
+
+    Raises EvalError / VariantError / BundleError before any scoring if the bundle, the suite or the
+    floors cannot work together. Writes nothing.
+    """
+    manifest, tok = open_bundle(bundle_dir)
+    ref = reference_variant(manifest)
+    if floors is not None:
+        check_floors(floors, suite, config.limit)
+    names = list(manifest.names)
+    if only is not None:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise VariantError(f"unknown variants {unknown}; this bundle has {names}")
+        names = [n for n in names if n in only or n == ref.name]
+    chosen = replace(manifest, variants=tuple(manifest.variant(n) for n in names))
+    open_variants(bundle_dir, chosen, config.threads)
+    windows = perplexity_windows(tok, config.windows, config.window)
+    stops = stop_ids(manifest, tok)
+    use_manifest_cost = all(v.cost.measured for v in chosen.variants)
+
+    raw: list[tuple[Variant, dict[str, float], float, tuple[CaseResult, ...], float, float]] = []
+    for v in tqdm(chosen.variants, desc="variants", disable=not config.progress):
+        t = time.perf_counter()
+        model = OrtModel(Path(bundle_dir) / v.onnx, config.threads, v.name)
+        scores, ppl, results = score_variant(
+            model, tok, suite, windows, chat_template=manifest.model.chat_template, stop=stops, config=config, name=v.name
+        )
+        if use_manifest_cost:
+            ms = _manifest_ms(v, config)
+        else:
+            ms = model.time_request(config.latency_prompt, config.latency_new, config.latency_repeats, manifest.model.vocab_size)
+        del model
+        raw.append((v, scores, ppl, results, ms, time.perf_counter() - t))
+        log.info("%s: %s ppl=%.2f (%.0f s)", v.name, {k: round(x, 3) for k, x in scores.items()}, ppl, raw[-1][-1])
+
+    dense = next(r for r in raw if r[0].name == ref.name)
+    evals = []
+    for v, scores, ppl, results, ms, secs in raw:
+        full = dict(scores)
+        full["ppl_retention"] = min(1.0, dense[2] / ppl) if math.isfinite(ppl) and ppl > 0 else 0.0
+        full["latency"] = ms / dense[4]
+        full["size"] = v.file_bytes / ref.file_bytes if ref.file_bytes > 0 else 1.0
+        full = {k: round(x, 4) for k, x in full.items()}
+        g = gate(full, floors) if floors is not None else Gate()
+        evals.append(VariantEval(v.name, full, ppl, results, choice_accuracy(results), ms, v.file_bytes, g, secs))
+    return BundleEval(
+        str(bundle_dir), manifest, suite, config, tuple(evals), ref.name, floors,
+        "manifest" if use_manifest_cost else "edge-eval", int(windows.size),
+    )
+
+
+def _manifest_ms(v: Variant, config: EvalConfig) -> float:
+    assert v.cost.prefill_ms_per_token is not None and v.cost.decode_ms_per_token is not None
+    return v.cost.prefill_ms_per_token * config.latency_prompt + v.cost.decode_ms_per_token * config.latency_new
+
+
+def apply_to_manifest(bundle_dir: str | Path, result: BundleEval) -> Manifest:
+    """Write each evaluated variant's quality and gate into the manifest, atomically.
+
+    The manifest is read again just before writing, so keys another tool changed meanwhile
+    (cost, parity, the controller) survive; only `quality` and `gate` are replaced.
+    """
+    manifest = read_manifest(bundle_dir)
+    for ev in result.variants:
+        try:
+            old = manifest.variant(ev.name)
+        except VariantError as e:
+            raise EvalError(f"variant {ev.name!r} left the manifest while it was being evaluated; evaluate again") from e
+        quality = Quality(
+            perplexity=_finite(ev.perplexity),
+            scores=dict(ev.scores),
+            extra={**old.quality.extra, "suite_version": result.suite.version,
+                   "choice_metric": result.config.choice_metric, "heldout_tokens": result.tokens},
+        )
+        manifest = manifest.replace_variant(replace(old, quality=quality, gate=ev.gate if result.floors else old.gate))
+    write_manifest(bundle_dir, manifest)
+    return manifest
+
+
+def floors_from_dense(
+    bundle_dir: str | Path, suite: Suite, config: EvalConfig = EvalConfig(), rule: FloorRule | None = None,
+    previous: Floors | None = None,
+) -> tuple[Floors, BundleEval]:
+    """Evaluate the dense variant alone and derive floors from it (never from a pruned variant)."""
+    if config.limit is not None:
+        raise EvalError("floors need the full suite: drop --limit when setting floors")
+    manifest, _ = open_bundle(bundle_dir)
+    ref = reference_variant(manifest)
+    result = evaluate_bundle(bundle_dir, suite, None, config, only=[ref.name])
+    dense = result.variant(ref.name)
+    counts = covered(suite.cases)
+    chance = {s: float(np.mean([c.chance for c in suite.slice(s)])) for s in SLICES if suite.slice(s)}
+    floors = set_floors(
+        dense.scores, counts, chance, rule or FloorRule(), suite_version=suite.version, model=manifest.model.source, previous=previous
+    )
+    return floors, result
+
+
+__all__ = [
+    "BundleEval", "EdgeError", "EvalConfig", "OrtModel", "VariantEval", "apply_to_manifest", "check_floors",
+    "evaluate_bundle", "floors_from_dense", "open_bundle", "reference_variant", "score_variant",
+]

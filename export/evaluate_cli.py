@@ -1,0 +1,135 @@
+"""`edge-eval`: score every variant of a bundle, gate it, and write the report and the manifest.
+
+    edge-eval --bundle DIR --set-floors            # once, before pruning: floors from the dense variant
+    edge-eval --bundle DIR                         # score + gate every variant, write report and manifest
+    edge-eval --bundle DIR --mix shares.json       # gate the whole system per resource profile
+
+Floors default to DIR/floors.toml, the report to DIR/eval/. Errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from edge_runtime.bundle import read_manifest
+from edge_runtime.errors import EdgeError, EvalError
+from export.evaluate import (
+    FLOORS_FILE,
+    REPORT_DIR,
+    BundleEval,
+    EvalConfig,
+    apply_to_manifest,
+    evaluate_bundle,
+    floors_from_dense,
+)
+from export.floors import Floors, delivered_quality, gate_profiles
+from export.report import cheapest_passing, write_report
+from export.scoring import CHOICE_METRICS
+from export.suite import DEFAULT_SUITE, SLICES, load_suite
+
+MIN_FLOOR_TOKENS = 30_000  # held-out tokens below which --set-floors warns
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edge-eval",
+        description="Score every variant of a bundle through onnxruntime, gate it on floors, and write the "
+        "scores and gate into the manifest and a report (Markdown, JSON, PNG).",
+    )
+    p.add_argument("--bundle", required=True, type=Path, help="bundle directory (has manifest.json)")
+    p.add_argument("--suite", type=Path, default=DEFAULT_SUITE, help="suite file, JSON Lines (default: the built-in suite)")
+    p.add_argument("--floors", type=Path, default=None,
+                   help=f"floors TOML to gate on, or to write with --set-floors (default: BUNDLE/{FLOORS_FILE})")
+    p.add_argument("--set-floors", action="store_true",
+                   help="evaluate the dense variant only and write floors from it (margins: export/floors.py)")
+    p.add_argument("--mix", type=Path, default=None,
+                   help='JSON {profile: {variant: share}} (e.g. from edge-sim): gate delivered per-slice quality '
+                   "per profile from the manifest's scores; scores nothing")
+    p.add_argument("--report", type=Path, default=None, help=f"report directory (default: BUNDLE/{REPORT_DIR})")
+    p.add_argument("--windows", type=int, default=EvalConfig.windows,
+                   help="held-out windows of 512 tokens for perplexity (default: %(default)s = 30,720 tokens)")
+    p.add_argument("--choice-metric", choices=CHOICE_METRICS, default=EvalConfig.choice_metric,
+                   help="sum: total option log-prob (lm-eval acc); norm: per character (acc_norm) (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="first N cases per slice (smoke runs; not with --set-floors)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _print_table(result: BundleEval) -> None:
+    cols = [*SLICES, "format", "instruction", "ppl_retention", "latency", "size"]
+    print("variant".ljust(18) + "".join(c[:11].rjust(12) for c in cols) + "  gate")
+    for v in result.variants:
+        row = "".join((f"{v.scores[c]:.3f}" if c in v.scores else "-").rjust(12) for c in cols)
+        gate = v.gate.status + (f" {list(v.gate.failed)}" if v.gate.failed else "")
+        print(v.name[:17].ljust(18) + row + "  " + gate)
+
+
+def _mix(args: argparse.Namespace, floors_path: Path) -> int:
+    manifest = read_manifest(args.bundle)
+    try:
+        mixes = json.loads(args.mix.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise EvalError(f"--mix {str(args.mix)!r}: cannot read it as JSON ({e}); give {{profile: {{variant: share}}}}") from e
+    if not isinstance(mixes, dict) or not all(isinstance(v, dict) for v in mixes.values()):
+        raise EvalError(f"--mix {str(args.mix)!r}: expected {{profile: {{variant: share}}}}, got {str(mixes)[:80]}")
+    scores = {v.name: v.quality.scores for v in manifest.variants if v.quality.scores}
+    if not scores:
+        raise EvalError(f"bundle {str(args.bundle)!r} has no scores yet; run edge-eval --bundle DIR first")
+    floors = Floors.from_toml(floors_path)
+    delivered = {prof: delivered_quality(scores, mix) for prof, mix in mixes.items()}
+    gates = gate_profiles(delivered, floors)
+    out = {prof: {"delivered": {k: round(x, 4) for k, x in delivered[prof].items()}, "floors": floors.profile(prof),
+                  "gate": {"status": g.status, "failed": list(g.failed)}} for prof, g in gates.items()}
+    print(json.dumps(out, indent=2))
+    return 0 if all(g.status == "pass" for g in gates.values()) else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    floors_path = args.floors or args.bundle / FLOORS_FILE
+    if args.mix is not None:
+        return _mix(args, floors_path)
+    if args.windows < 1:
+        raise EvalError(f"--windows must be >= 1, got {args.windows}")
+    config = EvalConfig(windows=args.windows, choice_metric=args.choice_metric, limit=args.limit,
+                        threads=args.threads, progress=not args.quiet)
+    suite = load_suite(args.suite)
+    if args.set_floors:
+        if args.windows * config.window < MIN_FLOOR_TOKENS:
+            logging.warning("perplexity over %d tokens only; the real floors need >= %d (--windows 60)",
+                            args.windows * config.window, MIN_FLOOR_TOKENS)
+        previous = Floors.from_toml(floors_path) if floors_path.is_file() else None
+        floors, result = floors_from_dense(args.bundle, suite, config, previous=previous)
+        floors.write(floors_path)
+        _print_table(result)
+        print(f"wrote floors version {floors.version} to {floors_path}")
+        return 0
+    floors = Floors.from_toml(floors_path) if (args.floors or floors_path.is_file()) else None
+    if floors is None:
+        logging.warning("no floors file at %s: scoring without a gate (write one with --set-floors)", floors_path)
+    result = evaluate_bundle(args.bundle, suite, floors, config)
+    report = write_report(result, args.report or args.bundle / REPORT_DIR)
+    apply_to_manifest(args.bundle, result)
+    _print_table(result)
+    if floors is not None:
+        print(f"cheapest variant passing every floor: {cheapest_passing(result) or 'none'}")
+    print(f"wrote {report}/report.md and the manifest's quality and gate")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="edge-eval: %(levelname)s: %(message)s")
+    try:
+        return run(args)
+    except EdgeError as e:
+        print(f"edge-eval: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

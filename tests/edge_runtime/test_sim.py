@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.sim import main
+from edge_runtime.simulator import SimReport
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_json_report_has_the_documented_keys(bundle, capsys):
+    assert main(["--bundle", str(bundle), "--profile", "commute-phone", "--controller", "rule", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == list(SimReport.SUMMARY_KEYS)
+    assert 0 <= out["mean_quality"] <= 1 and out["failed"] == 0
+
+
+def test_static_and_text_report_and_plot(bundle, tmp_path, capsys):
+    png = tmp_path / "out.png"
+    code = main(["--bundle", str(bundle), "--profile", "scripted-day", "--controller", "static:dense-int4",
+                 "--plot", str(png)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "variant share      dense-int4 100%" in text
+    assert png.stat().st_size > 10_000
+
+
+def test_profile_by_path_and_seed(bundle, short_profile, capsys):
+    main(["--bundle", str(bundle), "--profile", str(short_profile), "--controller", "rule", "--json"])
+    a = json.loads(capsys.readouterr().out)
+    main(["--bundle", str(bundle), "--profile", str(short_profile), "--controller", "rule", "--json", "--seed", "9"])
+    b = json.loads(capsys.readouterr().out)
+    assert a != b
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--controller", "rl"], "has no trained policy; run edge-train"),
+        (["--controller", "static:magnitude-50"], "failed its gate"),
+        (["--controller", "static:nope"], "unknown variant 'nope'"),
+        (["--controller", "greedy"], "unknown controller 'greedy'"),
+        (["--profile", "no-such-profile"], "unknown profile 'no-such-profile'"),
+    ],
+)
+def test_errors_are_one_line(bundle, capsys, args, match):
+    argv = ["--bundle", str(bundle), "--profile", "desk-plugged", "--controller", "rule"]
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        argv[argv.index(flag) + 1] = value
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edge-sim: error: ") and match in err and err.count("\n") == 1
+
+
+def test_bundle_without_costs_is_a_bundle_error(tmp_path, capsys):
+    from edge_runtime.synthetic import write_synthetic_bundle
+
+    b = write_synthetic_bundle(tmp_path / "nocost", costs=False)
+    assert main(["--bundle", str(b), "--profile", "desk-plugged", "--controller", "rule"]) == 2
+    assert "has no measured cost" in capsys.readouterr().err
+
+
+def test_edge_runtime_never_imports_offline_tooling(bundle):
+    """The device side (policy, sim, simulator, ...) loads without torch, gymnasium, SB3 or controller."""
+    code = (
+        "import sys, pkgutil, importlib, edge_runtime\n"
+        "for m in pkgutil.iter_modules(edge_runtime.__path__):\n"
+        "    importlib.import_module('edge_runtime.' + m.name)\n"
+        f"from edge_runtime.sim import main; main(['--bundle', {str(bundle)!r}, '--profile', 'desk-plugged', "
+        "'--controller', 'rule', '--json'])\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'gymnasium', 'stable_baselines3', 'controller', 'export', 'transformers'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
