@@ -15,9 +15,13 @@ why) and `timings` (llama.cpp's names, plus queue, decision and load times).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from edge_runtime.request import Result
 
 MAX_STOP = 4
 
@@ -185,3 +189,42 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
             429: "the queue is full; see Retry-After", 500: "internal error",
             503: "loading, shutting down, or no variant can run; see Retry-After"}
     return {c: {"model": ErrorResponse, "description": text.get(c, "error")} for c in codes}
+
+
+# ---------------------------------------------------------------------------- response bodies
+
+
+def sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def finish_reason(r: Result) -> str:
+    return "length" if r.finish_reason == "length" else "stop"
+
+
+def usage(r: Result) -> dict[str, int]:
+    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+            "total_tokens": r.prompt_tokens + r.completion_tokens}
+
+
+def edge(r: Result) -> dict[str, Any]:
+    return {"variant": r.variant, "reason": r.reason, "cold_start": r.cold_start, "retried_from": r.retried_from}
+
+
+def timings(r: Result) -> dict[str, float]:
+    t = r.timings
+    return {"queue_ms": 1e3 * t.queue_s, "decide_ms": 1e3 * t.decide_s, "load_ms": 1e3 * t.load_s,
+            "prompt_n": t.prompt_tokens, "prompt_ms": 1e3 * t.prefill_s, "prompt_per_second": t.prefill_tokens_per_s,
+            "predicted_n": t.completion_tokens, "predicted_ms": 1e3 * (t.prefill_s + t.decode_s),
+            "predicted_per_token_ms": t.decode_ms_per_token, "predicted_per_second": t.decode_tokens_per_s,
+            "total_ms": 1e3 * t.total_s}
+
+
+def completion_body(r: Result, rid: str, created: int, chat: bool) -> dict[str, Any]:
+    if chat:
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": r.text},
+                                  "finish_reason": finish_reason(r), "logprobs": None}
+    else:
+        choice = {"index": 0, "text": r.text, "finish_reason": finish_reason(r), "logprobs": None}
+    return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
+            "model": r.variant, "choices": [choice], "usage": usage(r), "edge": edge(r), "timings": timings(r)}

@@ -24,12 +24,11 @@ import itertools
 import logging
 import math
 import os
-import queue as _stdqueue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +48,10 @@ from edge_runtime.errors import (
 from edge_runtime.generate import Generation, Timings
 from edge_runtime.metrics import Metrics
 from edge_runtime.observation import DeviceState, RequestState
+from edge_runtime.policy import Policy, load_policy
 from edge_runtime.pool import VariantPool
-from edge_runtime.queue import Entry, RequestQueue
+from edge_runtime.queue import RequestQueue
+from edge_runtime.request import Event, Handle, Result
 from edge_runtime.sampling import SamplingParams
 from edge_runtime.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
 from edge_runtime.tokenizer import Tokenizer
@@ -90,109 +91,6 @@ class RuntimeConfig:
 
 
 @dataclass
-class Result:
-    """A finished request."""
-
-    id: str
-    text: str
-    token_ids: list[int]
-    finish_reason: str  # stop | length | cancelled
-    variant: str  # the variant that produced the text
-    reason: str  # why it was chosen ("rl", "rule: battery<20%", "pinned", "retry: ...")
-    timings: Timings
-    cold_start: bool = False  # the variant was loaded for this request (timings.load_s)
-    retried_from: str | None = None  # the variant that failed first, if any
-    observation: dict[str, float] = field(default_factory=dict)  # what the policy saw
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.timings.prompt_tokens
-
-    @property
-    def completion_tokens(self) -> int:
-        return self.timings.completion_tokens
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "text": self.text, "finish_reason": self.finish_reason, "variant": self.variant,
-                "reason": self.reason, "cold_start": self.cold_start, "retried_from": self.retried_from,
-                "timings": self.timings.to_dict(), "observation": self.observation}
-
-
-@dataclass(frozen=True)
-class Event:
-    """What a request's handle receives: "start" (variant chosen, first token ready), "text", "done", "error"."""
-
-    kind: str
-    text: str = ""
-    variant: str = ""
-    reason: str = ""
-    result: Result | None = None
-    error: EdgeError | None = None
-
-
-class Handle:
-    """A submitted request: iterate for text deltas, or wait for the `Result`.
-
-    Events go to `sink` when one is given (e.g. an asyncio bridge); otherwise they are
-    kept for `__iter__` / `result`.
-    """
-
-    def __init__(self, request_id: str, sink: Callable[[Event], None] | None = None, stream: bool = True) -> None:
-        self.id = request_id
-        self.stream = stream  # send "text" events (else only start/done/error)
-        self._events: _stdqueue.SimpleQueue[Event] = _stdqueue.SimpleQueue()
-        self._sink = sink or self._events.put
-        self._done = threading.Event()
-        self._cancel = threading.Event()
-        self.entry: Entry | None = None
-        self.outcome: Result | EdgeError | None = None
-        self.streamed = False  # text already handed out (no transparent retry past this point)
-
-    def emit(self, event: Event) -> None:
-        if event.kind == "text":
-            self.streamed = True
-        elif event.kind in ("done", "error"):
-            self.outcome = event.result if event.kind == "done" else event.error
-            self._done.set()
-        try:
-            self._sink(event)
-        except Exception as e:  # the consumer is gone (closed event loop): the request still completes
-            log.debug("request %s: event sink failed (%s)", self.id, e)
-            self._cancel.set()
-
-    def cancel(self) -> None:
-        """Stop generating (the result ends with finish_reason "cancelled")."""
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def __iter__(self) -> Iterator[str]:
-        while True:
-            ev = self._events.get()
-            if ev.kind == "text":
-                yield ev.text
-            elif ev.kind == "done":
-                return
-            elif ev.kind == "error":
-                assert ev.error is not None
-                raise ev.error
-
-    def result(self, timeout: float | None = None) -> Result:
-        """Wait for the end; raises the request's error."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"request {self.id} still running after {timeout} s")
-        if isinstance(self.outcome, EdgeError):
-            raise self.outcome
-        assert isinstance(self.outcome, Result)
-        return self.outcome
-
-
-@dataclass
 class _Job:
     id: str
     prompt_ids: list[int]
@@ -204,37 +102,20 @@ class _Job:
     handle: Handle
 
 
-def _default_policy(bundle_dir: Path, manifest: Manifest) -> Any:
-    """The bundle's policy behind the rule fallback (edge_runtime.policy.load_policy)."""
-    try:
-        from edge_runtime.policy import load_policy
-    except ImportError:  # the controller package is not merged into this branch yet
-        log.warning("edge_runtime.policy is not available: serving the densest allowed variant")
-        return _DensestAllowed()
-    return load_policy(bundle_dir, manifest)
-
-
 @dataclass
 class _Choice:
-    """A decision made without the policy (same fields as `edge_runtime.policy.Decision`)."""
+    """A decision made without the policy (the fields of `edge_runtime.policy.Decision`)."""
 
     variant: int
     reason: str
     latency_s: float = 0.0
 
 
-class _DensestAllowed:
-    """Stand-in policy until `edge_runtime.policy` lands: the first allowed variant."""
-
-    def decide(self, obs: np.ndarray, allowed: np.ndarray) -> _Choice:
-        return _Choice(int(np.flatnonzero(allowed)[0]), "densest allowed")
-
-
 class Runtime:
     """A bundle opened for serving. Build it with `Runtime.open`; close it (or use `with`)."""
 
     def __init__(self, bundle_dir: Path, manifest: Manifest, tokenizer: Tokenizer, pool: VariantPool,
-                 policy: Any, signals: SignalSource, config: RuntimeConfig, metrics: Metrics) -> None:
+                 policy: Policy, signals: SignalSource, config: RuntimeConfig, metrics: Metrics) -> None:
         self.bundle_dir = bundle_dir
         self.manifest = manifest
         self.tokenizer = tokenizer
@@ -258,7 +139,7 @@ class Runtime:
 
     @classmethod
     def open(cls, bundle_dir: str | os.PathLike[str], config: RuntimeConfig | None = None, *,
-             policy: Any | None = None, signals: SignalSource | None = None, **overrides: Any) -> Runtime:
+             policy: Policy | None = None, signals: SignalSource | None = None, **overrides: Any) -> Runtime:
         """Validate the bundle, load the tokenizer and the preloaded variants, start the worker.
 
         Args:
@@ -283,7 +164,7 @@ class Runtime:
                            memory_budget_mb=config.memory_budget_mb, allow_ungated=config.allow_ungated,
                            prefill_chunk=config.prefill_chunk)
         if policy is None:
-            policy = _default_policy(root, manifest)
+            policy = load_policy(root, manifest)
         if signals is None:
             signals = StaticSource() if config.signals == "static" else SOURCES[config.signals]()
         rt = cls(root, manifest, tokenizer, pool, policy, signals, config, Metrics())

@@ -45,14 +45,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edge_runtime import api
 from edge_runtime.bundle import check_files, read_manifest
 from edge_runtime.errors import (
-    DeadlineExceeded,
     EdgeError,
-    Overloaded,
     RequestError,
     Unavailable,
     VariantError,
 )
-from edge_runtime.runtime import Event, Handle, Result, Runtime, RuntimeConfig
+from edge_runtime.http import (
+    HTTP_TYPES,
+    BodyLimit,
+    HttpMetrics,
+    edge_error_response,
+    error_response,
+    validation_message,
+)
+from edge_runtime.request import Event, Handle
+from edge_runtime.runtime import Runtime, RuntimeConfig
 from edge_runtime.signals import SOURCES
 
 log = logging.getLogger("edge_runtime.server")
@@ -94,110 +101,6 @@ class _State:
         return self.runtime
 
 
-# ------------------------------------------------------------------------------ errors
-
-
-_ERRORS: tuple[tuple[type[EdgeError], int, str], ...] = (
-    (RequestError, 400, "invalid_request_error"),
-    (VariantError, 400, "invalid_request_error"),
-    (Overloaded, 429, "rate_limit_error"),
-    (DeadlineExceeded, 408, "timeout_error"),
-    (Unavailable, 503, "unavailable_error"),
-    (EdgeError, 500, "server_error"),
-)
-_HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
-               413: "invalid_request_error"}
-
-
-def error_response(code: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "type": kind}}, status_code=code,
-                        headers=headers)
-
-
-def edge_error_response(e: EdgeError) -> JSONResponse:
-    code, kind = next((c, k) for cls, c, k in _ERRORS if isinstance(e, cls))
-    retry = getattr(e, "retry_after_s", None)
-    headers = {"Retry-After": str(max(1, round(retry)))} if retry is not None else None
-    return error_response(code, str(e), kind, headers)
-
-
-def _validation_message(e: RequestValidationError) -> str:
-    parts = []
-    for err in e.errors()[:5]:
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-        if err.get("type") == "json_invalid":
-            return f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
-        parts.append(f"{loc or 'body'}: {err.get('msg')}")
-    return "; ".join(parts) or "invalid request"
-
-
-# ------------------------------------------------------------------------------ middleware
-
-
-class BodyLimit:
-    """ASGI middleware: refuse bodies over `limit` bytes with 413 before the route sees them."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_big = JSONResponse({"error": {"code": 413, "message": f"request body larger than {self.limit} bytes; "
-                                          "shorten the prompt", "type": "invalid_request_error"}}, status_code=413)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await too_big(scope, receive, send)
-        chunks, size = [], 0
-        while True:  # buffer the body (at most `limit` bytes), then replay it
-            msg = await receive()
-            if msg["type"] != "http.request":
-                return
-            chunks.append(msg.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.limit:
-                return await too_big(scope, receive, send)
-            if not msg.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-class HttpMetrics:
-    """ASGI middleware: count responses by route and status."""
-
-    ROUTES = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics", "/status"}
-
-    def __init__(self, app: Any, state: _State) -> None:
-        self.app, self.state = app, state
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        status = {"code": 500}
-
-        async def wrapped(msg: dict) -> None:
-            if msg["type"] == "http.response.start":
-                status["code"] = msg["status"]
-            await send(msg)
-
-        try:
-            await self.app(scope, receive, wrapped)
-        finally:
-            rt = self.state.runtime
-            if rt is not None:
-                route = scope["path"] if scope["path"] in self.ROUTES else "other"
-                rt.metrics.http.labels(route, str(status["code"])).inc()
-
-
 # ------------------------------------------------------------------------------ the app
 
 
@@ -236,11 +139,11 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        return error_response(400, _validation_message(e), "invalid_request_error")
+        return error_response(400, validation_message(e), "invalid_request_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return error_response(e.status_code, str(e.detail), _HTTP_TYPES.get(e.status_code, "invalid_request_error"),
+        return error_response(e.status_code, str(e.detail), HTTP_TYPES.get(e.status_code, "invalid_request_error"),
                               getattr(e, "headers", None))
 
     @app.exception_handler(Exception)
@@ -359,7 +262,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
             assert ev.error is not None
             raise ev.error
         assert ev.result is not None
-        return JSONResponse(_completion_body(ev.result, handle.id, created, chat), headers=headers)
+        return JSONResponse(api.completion_body(ev.result, handle.id, created, chat), headers=headers)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(HttpMetrics, state=state)
@@ -380,7 +283,7 @@ async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first:
             choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         else:
             choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-        return _data({**base, "choices": [choice], **extra, **more})
+        return api.sse({**base, "choices": [choice], **extra, **more})
 
     try:
         if chat:
@@ -392,55 +295,19 @@ async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first:
             elif ev.kind == "error":
                 assert ev.error is not None
                 err = edge_error_response(ev.error)
-                yield _data({"error": json.loads(err.body)["error"]})
+                yield api.sse({"error": json.loads(err.body)["error"]})
                 break
             elif ev.kind == "done":
                 r = ev.result
                 assert r is not None
-                yield chunk(None, _finish(r), edge=_edge(r), timings=_timings(r))
+                yield chunk(None, api.finish_reason(r), edge=api.edge(r), timings=api.timings(r))
                 if include_usage:
-                    yield _data({**base, "choices": [], "usage": _usage(r)})
+                    yield api.sse({**base, "choices": [], "usage": api.usage(r)})
                 break
         yield b"data: [DONE]\n\n"
     finally:
         if not handle.done():  # the client went away: stop generating
             rt.cancel(handle)
-
-
-def _data(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
-
-
-def _finish(r: Result) -> str:
-    return "length" if r.finish_reason == "length" else "stop"
-
-
-def _usage(r: Result) -> dict[str, int]:
-    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-            "total_tokens": r.prompt_tokens + r.completion_tokens}
-
-
-def _edge(r: Result) -> dict[str, Any]:
-    return {"variant": r.variant, "reason": r.reason, "cold_start": r.cold_start, "retried_from": r.retried_from}
-
-
-def _timings(r: Result) -> dict[str, float]:
-    t = r.timings
-    return {"queue_ms": 1e3 * t.queue_s, "decide_ms": 1e3 * t.decide_s, "load_ms": 1e3 * t.load_s,
-            "prompt_n": t.prompt_tokens, "prompt_ms": 1e3 * t.prefill_s, "prompt_per_second": t.prefill_tokens_per_s,
-            "predicted_n": t.completion_tokens, "predicted_ms": 1e3 * (t.prefill_s + t.decode_s),
-            "predicted_per_token_ms": t.decode_ms_per_token, "predicted_per_second": t.decode_tokens_per_s,
-            "total_ms": 1e3 * t.total_s}
-
-
-def _completion_body(r: Result, rid: str, created: int, chat: bool) -> dict[str, Any]:
-    if chat:
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": r.text},
-                                  "finish_reason": _finish(r), "logprobs": None}
-    else:
-        choice = {"index": 0, "text": r.text, "finish_reason": _finish(r), "logprobs": None}
-    return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-            "model": r.variant, "choices": [choice], "usage": _usage(r), "edge": _edge(r), "timings": _timings(r)}
 
 
 def _auto_names(rt: Runtime, config: ServerConfig) -> list[str]:
