@@ -13,7 +13,7 @@ process, as in the tests, do not collide); `edge-serve` publishes it at `/metric
 | `edge_time_per_output_token_seconds` | histogram | variant |
 | `edge_decision_seconds` | histogram | |
 | `edge_queue_depth`, `edge_requests_running` | gauge | |
-| `edge_variant_selections_total` | counter | variant, source (policy, fallback, pinned, retry) |
+| `edge_variant_selections_total` | counter | variant, source (policy, rule, fallback, pinned, retry) |
 | `edge_policy_fallbacks_total` | counter | |
 | `edge_variant_loads_total`, `edge_variant_load_seconds` | counter, histogram | variant |
 | `edge_variant_failures_total` | counter | variant |
@@ -60,7 +60,8 @@ class Metrics:
         self.running = Gauge(f"{p}_requests_running", "Requests generating", registry=r)
         self.selections = Counter(f"{p}_variant_selections", "Variant chosen for a request", ["variant", "source"],
                                   registry=r)
-        self.fallbacks = Counter(f"{p}_policy_fallbacks", "Decisions made by the rule fallback", registry=r)
+        self.fallbacks = Counter(f"{p}_policy_fallbacks", "Decisions the rule fallback made because the trained "
+                                 "policy failed", registry=r)
         self.loads = Counter(f"{p}_variant_loads", "Variant sessions loaded", ["variant"], registry=r)
         self.load_seconds = Histogram(f"{p}_variant_load_seconds", "Time to load a cold variant", ["variant"],
                                       buckets=_SLOW, registry=r)

@@ -48,7 +48,7 @@ from edge_runtime.errors import (
 from edge_runtime.generate import Generation, Timings
 from edge_runtime.metrics import Metrics
 from edge_runtime.observation import DeviceState, RequestState
-from edge_runtime.policy import Policy, load_policy
+from edge_runtime.policy import Policy, StaticPolicy, load_policy
 from edge_runtime.pool import VariantPool
 from edge_runtime.queue import RequestQueue
 from edge_runtime.request import Event, Handle, Result
@@ -164,7 +164,13 @@ class Runtime:
                            memory_budget_mb=config.memory_budget_mb, allow_ungated=config.allow_ungated,
                            prefill_chunk=config.prefill_chunk)
         if policy is None:
-            policy = load_policy(root, manifest)
+            try:
+                policy = load_policy(root, manifest)
+            except EdgeError as e:  # e.g. a bundle exported without cost measurements
+                first = int(np.flatnonzero(pool.allowed())[0])
+                log.error("the controller cannot be built (%s): every request goes to variant %r", e,
+                          manifest.variants[first].name)
+                policy = StaticPolicy(first)
         if signals is None:
             signals = StaticSource() if config.signals == "static" else SOURCES[config.signals]()
         rt = cls(root, manifest, tokenizer, pool, policy, signals, config, Metrics())
@@ -466,7 +472,11 @@ class Runtime:
             left = job.submitted + job.deadline_s - started
             d, obs = self.decide(len(job.prompt_ids), job.params.max_tokens, left, job.difficulty, device)
             index, reason = int(d.variant), str(d.reason)
-            source = "fallback" if reason.startswith("fallback") else "policy"
+            source = "policy"
+            if reason.startswith("fallback"):
+                # a bundle that names no trained policy decides by rule on purpose: not a fallback
+                planned = not self.manifest.controller.policy and reason.startswith("fallback: no policy")
+                source = "rule" if planned else "fallback"
             if source == "fallback":
                 self.metrics.fallbacks.inc()
         t.decide_s = time.perf_counter() - t0

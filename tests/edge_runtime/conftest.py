@@ -102,6 +102,14 @@ def runtime(tiny_bundle: Path, policy: ScriptedPolicy):
 
 
 @pytest.fixture
+def runtime_default(tiny_bundle: Path):
+    """A runtime over the tiny bundle with its own controller (the rule policy: no trained one)."""
+    rt = Runtime.open(tiny_bundle, signals=StaticSource(DeviceState()), threads=1)
+    yield rt
+    rt.close(grace_s=5)
+
+
+@pytest.fixture
 def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny bundle that a test may damage."""
     dst = tmp_path / "bundle"

@@ -184,8 +184,17 @@ def test_bad_policy_file_falls_back_to_rules(bundle_copy):
                                                      "actions": ["dense", "dense-int8"]}))
     with Runtime.open(bundle_copy, threads=1) as rt:
         r = rt.generate("a", max_tokens=2)
-        assert r.reason.startswith("fallback") or r.reason.startswith("rule")
-        assert "edge_policy_fallbacks_total" in rt.metrics.export().decode()
+        assert r.reason.startswith("fallback: no policy -> rule")
+        text = rt.metrics.export().decode()
+    assert "edge_policy_fallbacks_total 1.0" in text
+    assert 'edge_variant_selections_total{source="fallback",variant="' in text
+
+
+def test_no_policy_in_the_bundle_is_not_a_fallback(runtime_default):
+    r = runtime_default.generate("a", max_tokens=2)
+    assert r.reason.startswith("fallback: no policy -> rule")
+    text = runtime_default.metrics.export().decode()
+    assert "edge_policy_fallbacks_total 0.0" in text and 'source="rule"' in text
 
 
 def test_decision_is_fast(runtime):
@@ -331,3 +340,11 @@ def test_corrupt_first_variant_at_open_moves_on(bundle_copy, make_policy):
     (bundle_copy / "variants/dense-int8/model.onnx").write_bytes(b"\x08garbage")
     with pytest.raises(BundleError, match=r"no variant of .* loads: .*cannot load"):
         Runtime.open(bundle_copy, threads=1)
+
+
+def test_a_bundle_without_costs_still_serves(bundle_copy, caplog):
+    edit(bundle_copy, lambda r: [v.update(cost={}) for v in r["variants"]])
+    with Runtime.open(bundle_copy, threads=1) as rt:
+        r = rt.generate("a", max_tokens=2)
+    assert r.variant == "dense" and r.reason == "static"
+    assert "the controller cannot be built" in caplog.text
