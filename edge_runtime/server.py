@@ -129,7 +129,8 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         if runtime is None and state.runtime is not None:
             await run_in_threadpool(state.runtime.close, config.grace_s)
 
-    app = FastAPI(title="edge-serve", version=_version(), lifespan=lifespan,
+    # no /docs or /redoc: they load their UI from a CDN, which an offline device cannot reach
+    app = FastAPI(title="edge-serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="OpenAI-compatible API over an adaptive-sparsity bundle; see edge_runtime.server")
     app.state.edge = state
 

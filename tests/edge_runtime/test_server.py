@@ -294,3 +294,20 @@ def test_startup_errors_exit_nonzero(tmp_path, bundle_copy, capsys):
     assert "unknown bundle format 'edge-bundle/2'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         S.main([])
+
+
+def test_a_corrupt_variant_is_fenced_and_others_serve(bundle_copy, make_policy):
+    (bundle_copy / "variants/dense-int8/model.onnx").write_bytes(b"\x08garbage")
+    rt = Runtime.open(bundle_copy, policy=make_policy(1), threads=1)
+    try:
+        with TestClient(S.create_app(S.ServerConfig(bundle=str(bundle_copy)), runtime=rt)) as c:
+            r = c.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2})  # the policy picks the broken one
+            assert r.status_code == 200 and r.json()["edge"]["retried_from"] == "dense-int8"
+            assert r.headers["x-edge-variant"] == "dense" and r.headers["x-edge-reason"].startswith("retry")
+            assert_envelope(c.post("/v1/completions", json={"prompt": "hi", "model": "dense-int8"}), 400,
+                            "invalid_request_error", "fenced after a failure")
+            models = {m["id"]: m["edge"] for m in c.get("/v1/models").json()["data"]}
+            assert models["dense-int8"]["allowed"] is False and models["dense"]["allowed"] is True
+            assert 'edge_variant_fenced{variant="dense-int8"} 1.0' in c.get("/metrics").text
+    finally:
+        rt.close(grace_s=5)
