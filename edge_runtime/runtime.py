@@ -151,8 +151,9 @@ class Runtime:
             signals: a `SignalSource` (default: `config.signals`).
 
         Raises:
-            BundleError: unknown format, missing file, malformed manifest, nothing servable.
-            VariantError: a preloaded variant does not load.
+            BundleError: unknown format, missing file, malformed manifest, or no variant that may
+                run and loads (a preloaded variant that fails to load is fenced, not fatal).
+            VariantError: `preload` names an unknown variant.
         """
         config = replace(config or RuntimeConfig(), **overrides)
         root = Path(bundle_dir)
@@ -208,6 +209,9 @@ class Runtime:
 
     def _load(self, index: int, capacity: int) -> tuple[Any, float]:
         name = self.manifest.variants[index].name
+        why = self.pool.why_not(index)
+        if why is not None:  # excluded or already fenced: nothing new to fence
+            raise VariantError(f"variant {name!r} may not run: {why}")
         try:
             loaded, load_s = self.pool.get(index, capacity)
         except VariantError as e:

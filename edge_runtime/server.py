@@ -356,12 +356,24 @@ def _version() -> str:
 # ------------------------------------------------------------------------------ CLI
 
 
-def _env(name: str, default: Any) -> Any:
-    return os.environ.get(f"EDGE_{name}", default)
+def _env(name: str, default: str | None) -> str | None:
+    """EDGE_<name>, else `default`; argparse converts string defaults with the flag's `type`,
+    so a malformed variable is reported like a malformed flag."""
+    value = os.environ.get(f"EDGE_{name}", "")
+    return value if value.strip() else default
 
 
 def _bool_env(name: str) -> bool:
     return str(_env(name, "")).strip().lower() in ("1", "true", "yes", "on")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where there is a value to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,57 +381,49 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edge-serve",
         description="Serve an adaptive-sparsity bundle over an OpenAI-compatible HTTP API. Every flag can also be "
                     "set with the EDGE_* environment variable shown; the flag wins.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     add = ap.add_argument
-    add("--bundle", default=_env("BUNDLE", None), help="bundle directory (required) [EDGE_BUNDLE]")
+    add("--bundle", default=_env("BUNDLE", None), help="bundle directory, made by edge-export (required) [EDGE_BUNDLE]")
     add("--host", default=_env("HOST", "127.0.0.1"), help="address to bind; 0.0.0.0 exposes the server [EDGE_HOST]")
-    add("--port", type=int, default=int(_env("PORT", 8080)), help="port [EDGE_PORT]")
+    add("--port", type=int, default=_env("PORT", "8080"), help="port [EDGE_PORT]")
     add("--api-key", default=_env("API_KEY", None),
         help="require 'Authorization: Bearer KEY' on every route but /health; prefer the variable to the flag, "
              "which other users can see in the process list [EDGE_API_KEY]")
     add("--alias", default=_env("ALIAS", None),
         help="model name that lets the controller choose (default: the bundle's directory name) [EDGE_ALIAS]")
-    add("--threads", type=int, default=_opt_int(_env("THREADS", None)),
+    add("--threads", type=int, default=_env("THREADS", None),
         help="onnxruntime threads per forward pass (default: every core this process may use) [EDGE_THREADS]")
     add("--providers", default=_env("PROVIDERS", None),
         help="comma-separated onnxruntime execution providers, preferred first (default: CUDA when present, then "
              "CPU) [EDGE_PROVIDERS]")
-    add("--memory-budget-mb", type=float, default=_opt_float(_env("MEMORY_BUDGET_MB", None)),
+    add("--memory-budget-mb", type=float, default=_env("MEMORY_BUDGET_MB", None),
         help="estimated MiB of loaded variants at most; least recently used ones are unloaded (default: no limit) "
              "[EDGE_MEMORY_BUDGET_MB]")
-    add("--max-queue", type=int, default=int(_env("MAX_QUEUE", 16)),
+    add("--max-queue", type=int, default=_env("MAX_QUEUE", "16"),
         help="requests waiting before new ones get 429 [EDGE_MAX_QUEUE]")
-    add("--max-prompt-tokens", type=int, default=_opt_int(_env("MAX_PROMPT_TOKENS", None)),
+    add("--max-prompt-tokens", type=int, default=_env("MAX_PROMPT_TOKENS", None),
         help="longer prompts get 400 (default: the context length - 1) [EDGE_MAX_PROMPT_TOKENS]")
-    add("--default-max-tokens", type=int, default=int(_env("DEFAULT_MAX_TOKENS", 256)),
+    add("--default-max-tokens", type=int, default=_env("DEFAULT_MAX_TOKENS", "256"),
         help="max_tokens of requests that set none [EDGE_DEFAULT_MAX_TOKENS]")
-    add("--deadline-s", type=float, default=_opt_float(_env("DEADLINE_S", None)),
+    add("--deadline-s", type=float, default=_env("DEADLINE_S", None),
         help="deadline of requests that set none: past it, a queued request gets 408 (default: none) "
              "[EDGE_DEADLINE_S]")
-    add("--max-body-bytes", type=int, default=int(_env("MAX_BODY_BYTES", 1 << 20)),
+    add("--max-body-bytes", type=int, default=_env("MAX_BODY_BYTES", "1048576"),
         help="larger request bodies get 413 [EDGE_MAX_BODY_BYTES]")
     add("--preload", default=_env("PRELOAD", "first"),
         help="variants loaded before /health says ok: none, first, all, or comma-separated names [EDGE_PRELOAD]")
-    add("--prefill-chunk", type=int, default=int(_env("PREFILL_CHUNK", 256)),
+    add("--prefill-chunk", type=int, default=_env("PREFILL_CHUNK", "256"),
         help="prompt tokens per forward pass [EDGE_PREFILL_CHUNK]")
     add("--signals", choices=sorted(SOURCES), default=_env("SIGNALS", "auto"),
         help="where battery and thermal readings come from [EDGE_SIGNALS]")
     add("--allow-ungated", action="store_true", default=_bool_env("ALLOW_UNGATED"),
         help="also serve variants whose evaluation gate failed (logged loudly) [EDGE_ALLOW_UNGATED]")
-    add("--grace-s", type=float, default=float(_env("GRACE_S", 30.0)),
+    add("--grace-s", type=float, default=_env("GRACE_S", "30.0"),
         help="on SIGTERM, seconds accepted requests may take to finish [EDGE_GRACE_S]")
     add("--log-level", choices=["debug", "info", "warning", "error"], default=_env("LOG_LEVEL", "info"),
-        help="[EDGE_LOG_LEVEL]")
+        help="log verbosity [EDGE_LOG_LEVEL]")
     return ap
-
-
-def _opt_int(x: Any) -> int | None:
-    return None if x in (None, "") else int(x)
-
-
-def _opt_float(x: Any) -> float | None:
-    return None if x in (None, "") else float(x)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
