@@ -54,6 +54,8 @@ from edge_runtime.session import VariantSession  # noqa: E402
 from edge_runtime.signals import StaticSource  # noqa: E402
 
 # llama.cpp on the build machine, 2 threads, SmolLM2-135M (tokens/s)
+RT: dict[str, Any] = {}  # Runtime.open settings shared by every section (--spin)
+
 LLAMA_CPP = {"F32": {"decode": 39.8, "prefill_128": 332.0}, "Q8_0": {"decode": 78.0, "prefill_128": 341.0},
              "Q4_1": {"decode": 87.0, "prefill_128": 193.0}}
 
@@ -114,7 +116,7 @@ def bench_variants(bundle: Path, names: list[str], threads: int | None, prompt_l
         index = manifest.index(name)
         v = manifest.variants[index]
         print(f"  {name}: ", end="", flush=True)
-        with Runtime.open(bundle, policy=_Pin(index), signals=StaticSource(), threads=threads, preload=(name,),
+        with Runtime.open(bundle, **RT, policy=_Pin(index), signals=StaticSource(), threads=threads, preload=(name,),
                           allow_ungated=True) as rt:
             loaded, _ = rt.pool.get(index, prompt_len + new)
             dec, session = loaded.decoder, loaded.session
@@ -154,7 +156,7 @@ def bench_variants(bundle: Path, names: list[str], threads: int | None, prompt_l
 
 def bench_controller(bundle: Path, threads: int | None, n: int) -> dict[str, Any]:
     rng = np.random.default_rng(1)
-    with Runtime.open(bundle, signals=StaticSource(), threads=threads, preload="none") as rt:
+    with Runtime.open(bundle, **RT, signals=StaticSource(), threads=threads, preload="none") as rt:
         full, policy_only = [], []
         allowed = rt.allowed()
         for _ in range(n):
@@ -226,7 +228,7 @@ def bench_server(bundle: Path, variant: str, threads: int | None, prompt_len: in
     port = _free_port()
     cmd = [sys.executable, "-m", "edge_runtime.server", "--bundle", str(bundle), "--port", str(port),
            "--preload", variant, "--max-queue", "64", "--signals", "static", "--log-level", "warning",
-           "--allow-ungated"] + (["--threads", str(threads)] if threads else [])
+           "--allow-ungated"] + (["--threads", str(threads)] if threads else []) + (["--spin"] if RT.get("spin") else [])
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     url = f"http://127.0.0.1:{port}"
     local = threading.local()
@@ -250,7 +252,7 @@ def bench_server(bundle: Path, variant: str, threads: int | None, prompt_len: in
             time.sleep(0.2)
         call()
         embedded, served = [], []
-        with Runtime.open(bundle, signals=StaticSource(), threads=threads, preload=(variant,), allow_ungated=True,
+        with Runtime.open(bundle, **RT, signals=StaticSource(), threads=threads, preload=(variant,), allow_ungated=True,
                           max_queue=64) as rt:
             rt.generate(prompt_ids=prompt, max_tokens=4, variant=variant)
             for _ in range(n_single):
@@ -286,7 +288,7 @@ def bench_server(bundle: Path, variant: str, threads: int | None, prompt_len: in
 def bench_memory(bundle: Path, threads: int | None, n: int) -> dict[str, Any]:
     manifest = read_manifest(bundle)
     rng = np.random.default_rng(3)
-    with Runtime.open(bundle, signals=StaticSource(), threads=threads, preload="all") as rt:
+    with Runtime.open(bundle, **RT, signals=StaticSource(), threads=threads, preload="all") as rt:
         names = [v.name for i, v in enumerate(manifest.variants) if rt.allowed()[i]]
         warm = max(1, n // 10)
         samples = []
@@ -333,7 +335,8 @@ def targets(variants: list[dict], controller: dict, server: dict | None, memory:
 
 def markdown(res: dict[str, Any]) -> str:
     lines = [f"# Runtime benchmark: {res['bundle']}", "",
-             f"{res['machine']['cpu']}, {res['machine']['cores']} cores, {res['config']['threads'] or 'all'} threads, "
+             f"{res['machine']['cpu']}, {res['machine']['cores']} cores, {res['config']['threads'] or 'all'} threads "
+             f"({'spinning' if res['config']['spin'] else 'not spinning'}), "
              f"onnxruntime {res['machine']['onnxruntime']}; prompt {res['config']['prompt_tokens']} tokens, "
              f"{res['config']['new_tokens']} new tokens, median of {res['config']['repeats']} interleaved runs.", "",
              "| variant | method | sparsity | quant | gate | prefill tok/s | decode tok/s | runtime decode tok/s "
@@ -372,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     ap.add_argument("--variants", default=None, help="comma-separated (default: all)")
+    ap.add_argument("--spin", action="store_true", help="let onnxruntime's threads busy-wait (RuntimeConfig.spin)")
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=7)
@@ -387,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.prompt_tokens, args.new_tokens, args.repeats, args.decisions = 16, 8, 3, 200
         args.per_client, args.memory_requests, args.clients = 2, 60, "1,4"
+    RT["spin"] = args.spin
     manifest = read_manifest(args.bundle)
     names = args.variants.split(",") if args.variants else [v.name for v in manifest.variants
                                                             if v.gate.status != "fail"]
@@ -415,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
                     "load_avg_at_end": os.getloadavg()},
-        "config": {"threads": args.threads, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+        "config": {"threads": args.threads, "spin": args.spin, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
                    "repeats": args.repeats, "quick": args.quick},
         "llama_cpp_reference": LLAMA_CPP,
         "variants": variants,

@@ -59,17 +59,19 @@ class VariantPool:
         memory_budget_mb: estimated MiB of loaded variants at most (None: no limit).
         allow_ungated: also run variants whose evaluation gate failed.
         prefill_chunk: prompt tokens per forward pass.
+        spin: let onnxruntime's idle threads spin (None: its default).
     """
 
     def __init__(self, bundle_dir: str | os.PathLike[str], manifest: Manifest, threads: int | None = None,
                  providers: list[str] | None = None, memory_budget_mb: float | None = None,
-                 allow_ungated: bool = False, prefill_chunk: int = 256) -> None:
+                 allow_ungated: bool = False, prefill_chunk: int = 256, spin: bool | None = None) -> None:
         self.root = Path(bundle_dir)
         self.manifest = manifest
         self.threads = threads
         self.providers = providers
         self.budget_mb = memory_budget_mb
         self.prefill_chunk = prefill_chunk
+        self.spin = spin
         self.context = manifest.model.context_length
         self.loaded: OrderedDict[int, Loaded] = OrderedDict()  # least recently used first
         self.fenced: dict[int, str] = {}  # index -> why
@@ -161,7 +163,7 @@ class VariantPool:
             self._make_room(est)
             t0 = time.perf_counter()
             session = VariantSession(self.root / v.onnx, threads=self.threads, providers=self.providers,
-                                     storage=v.extra.get("storage"))
+                                     storage=v.extra.get("storage"), spin=self.spin)
             if session.vocab != self.manifest.model.vocab_size:
                 raise VariantError(f"variant {v.name!r}: the graph's vocabulary ({session.vocab}) is not the "
                                    f"manifest's ({self.manifest.model.vocab_size}); re-export the bundle")

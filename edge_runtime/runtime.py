@@ -74,6 +74,8 @@ class RuntimeConfig:
     preload: str | tuple[str, ...] = "first"  # at open: "none", "first" (first servable), "all", or variant names
     prefill_chunk: int = 256  # prompt tokens per forward pass (bounds the transient logits memory)
     signals: str = "auto"  # auto | psutil | sysfs | static, when no SignalSource object is passed
+    spin: bool = False  # onnxruntime threads busy-wait between passes: a little faster on an idle
+    # machine, up to 2x slower where other processes share the cores (measured on 2 busy cores)
 
     def __post_init__(self) -> None:
         for name in ("max_queue", "default_max_tokens", "prefill_chunk"):
@@ -163,7 +165,7 @@ class Runtime:
         pool = VariantPool(root, manifest, threads=config.threads,
                            providers=list(config.providers) if config.providers else None,
                            memory_budget_mb=config.memory_budget_mb, allow_ungated=config.allow_ungated,
-                           prefill_chunk=config.prefill_chunk)
+                           prefill_chunk=config.prefill_chunk, spin=config.spin)
         if policy is None:
             try:
                 policy = load_policy(root, manifest)

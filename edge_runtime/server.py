@@ -417,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompt tokens per forward pass [EDGE_PREFILL_CHUNK]")
     add("--signals", choices=sorted(SOURCES), default=_env("SIGNALS", "auto"),
         help="where battery and thermal readings come from [EDGE_SIGNALS]")
+    add("--spin", action="store_true", default=_bool_env("SPIN"),
+        help="let onnxruntime's threads busy-wait between forward passes: slightly faster when the device "
+             "does nothing else, much slower when other processes share the cores [EDGE_SPIN]")
     add("--allow-ungated", action="store_true", default=_bool_env("ALLOW_UNGATED"),
         help="also serve variants whose evaluation gate failed (logged loudly) [EDGE_ALLOW_UNGATED]")
     add("--grace-s", type=float, default=_env("GRACE_S", "30.0"),
@@ -435,7 +438,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         providers=tuple(p.strip() for p in args.providers.split(",")) if args.providers else None,
         memory_budget_mb=args.memory_budget_mb, max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens,
         default_max_tokens=args.default_max_tokens, default_deadline_s=args.deadline_s,
-        allow_ungated=args.allow_ungated, preload=preload, prefill_chunk=args.prefill_chunk, signals=args.signals)
+        allow_ungated=args.allow_ungated, preload=preload, prefill_chunk=args.prefill_chunk, signals=args.signals,
+        spin=args.spin)
     return ServerConfig(bundle=args.bundle, host=args.host, port=args.port, api_key=args.api_key or None,
                         alias=args.alias, max_body_bytes=args.max_body_bytes, grace_s=args.grace_s,
                         log_level=args.log_level, runtime=rc)

@@ -55,10 +55,12 @@ class VariantSession:
         threads: intra-op threads (default: all cores this process may use).
         providers: execution providers in order of preference (default: CUDA when
             available, else CPU).
+        storage: the manifest's `storage` of the variant ("dense" skips the masked-weight check).
+        spin: let idle intra-op threads spin (None: onnxruntime's default, which spins).
     """
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None, providers: list[str] | None = None,
-                 storage: str | None = None):
+                 storage: str | None = None, spin: bool | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise VariantError(f"ONNX file {str(self.path)!r} is missing; re-export the bundle")
@@ -67,6 +69,10 @@ class VariantSession:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        if spin is not None:
+            # Spinning worker threads answer the next forward pass a little sooner on an idle
+            # machine, but burn the time slices other processes need on a shared one.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             # The manifest's `storage` says whether the graph is masked; only then is the
             # `onnx` package needed (and it stays optional on the device: see _expand_masked).
