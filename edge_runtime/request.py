@@ -68,13 +68,15 @@ class Handle:
     """A submitted request: iterate for text deltas, or wait for the `Result`.
 
     Events go to `sink` when one is given (e.g. an asyncio bridge); otherwise they are
-    kept for `__iter__` / `result`.
+    kept for `__iter__` / `result`. A request submitted with `stream=False` sends no
+    "text" events: iterating it yields nothing, `result().text` has the text.
     """
 
     def __init__(self, request_id: str, sink: Callable[[Event], None] | None = None, stream: bool = True) -> None:
         self.id = request_id
         self.stream = stream  # send "text" events (else only start/done/error)
         self._events: _stdqueue.SimpleQueue[Event] = _stdqueue.SimpleQueue()
+        self._buffered = sink is None  # events kept for __iter__ (else they go to the sink only)
         self._sink = sink or self._events.put
         self._done = threading.Event()
         self._cancel = threading.Event()
@@ -106,6 +108,8 @@ class Handle:
         return self._done.is_set()
 
     def __iter__(self) -> Iterator[str]:
+        if not self._buffered:
+            raise RuntimeError(f"request {self.id} sends its events to a sink; read them there")
         while True:
             ev = self._events.get()
             if ev.kind == "text":

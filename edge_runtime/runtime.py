@@ -371,8 +371,13 @@ class Runtime:
         return self.submit(prompt, stream=False, **kw).result()
 
     def stream(self, prompt: str | None = None, **kw: Any) -> Iterator[str]:
-        """Text deltas as they are generated; see `submit`. Closing the iterator cancels the request."""
-        handle = self.submit(prompt, **kw)
+        """Text deltas as they are generated; see `submit`. Closing the iterator cancels the request.
+
+        The request is queued (and checked) by this call, not at the first `next`.
+        """
+        return self._deltas(self.submit(prompt, **kw))
+
+    def _deltas(self, handle: Handle) -> Iterator[str]:
         try:
             yield from handle
         finally:

@@ -122,6 +122,11 @@ def test_default_max_tokens_fits_the_context(runtime):
     assert r.completion_tokens == 6 and r.finish_reason == "length"
 
 
+def test_stream_checks_the_request_at_once(runtime):
+    with pytest.raises(RequestError, match="the prompt is empty"):
+        runtime.stream("")  # not deferred to the first next()
+
+
 def test_cancelling_a_stream(runtime):
     it = runtime.stream("Hello", max_tokens=200, ignore_eos=True)
     next(it)

@@ -71,3 +71,10 @@ def test_missing_and_corrupt_files(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(VariantError, match="cannot load .* corrupt"):
         VariantSession(bad, storage="dense")
+
+
+@pytest.mark.parametrize("spin, entry", [(False, "0"), (True, "1")])
+def test_spinning_is_configurable(tiny_bundle, spin, entry):
+    m = read_manifest(tiny_bundle)
+    s = VariantSession(tiny_bundle / m.variants[0].onnx, threads=1, storage="dense", spin=spin)
+    assert s.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == entry
