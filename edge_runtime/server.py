@@ -65,6 +65,14 @@ from edge_runtime.signals import SOURCES
 log = logging.getLogger("edge_runtime.server")
 
 AUTO_MODEL = "auto"  # besides the bundle's name and --alias: let the controller choose
+_HEADER = {"schema": {"type": "string"}}
+OK_COMPLETION: dict[str, Any] = {
+    "content": {"text/event-stream": {}},
+    "description": "JSON, or server-sent events when `stream` is true",
+    "headers": {"X-Edge-Variant": {**_HEADER, "description": "the variant that served the request"},
+                "X-Edge-Reason": {**_HEADER, "description": "why the controller chose it"},
+                "X-Request-Id": _HEADER},
+}
 
 
 @dataclass(frozen=True)
@@ -201,7 +209,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         return {"object": "list", "data": data}
 
     @app.post("/v1/completions", response_model=api.CompletionResponse, tags=["openai"], dependencies=guarded,
-              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streaming"},
+              responses={200: OK_COMPLETION,
                          **common})
     async def completions(body: api.CompletionRequest) -> Response:
         rt = state.ready()
@@ -215,7 +223,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
 
     @app.post("/v1/chat/completions", response_model=api.ChatCompletionResponse, tags=["openai"],
               dependencies=guarded,
-              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streaming"},
+              responses={200: OK_COMPLETION,
                          **common})
     async def chat_completions(body: api.ChatCompletionRequest) -> Response:
         rt = state.ready()
