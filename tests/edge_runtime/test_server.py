@@ -285,6 +285,15 @@ def test_startup_errors_exit_nonzero(tmp_path, bundle_copy, capsys):
     assert S.main(["--bundle", str(tmp_path / "missing")]) == 2
     assert "edge-serve: error: bundle directory" in capsys.readouterr().err
     raw = json.loads((bundle_copy / "manifest.json").read_text())
+    failed = json.loads(json.dumps(raw))
+    for v in failed["variants"]:
+        v["gate"] = {"status": "fail", "failed": ["perplexity"]}
+    (bundle_copy / "manifest.json").write_text(json.dumps(failed))
+    assert S.main(["--bundle", str(bundle_copy)]) == 2
+    assert "every variant of" in capsys.readouterr().err
+    assert S.main(["--bundle", str(bundle_copy), "--max-queue", "0"]) == 2
+    assert "max_queue must be an integer >= 1" in capsys.readouterr().err
+    (bundle_copy / "manifest.json").write_text(json.dumps(raw))
     (bundle_copy / "variants/dense/model.onnx").unlink()
     assert S.main(["--bundle", str(bundle_copy)]) == 2
     assert "is missing 'variants/dense/model.onnx'" in capsys.readouterr().err
