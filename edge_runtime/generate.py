@@ -92,7 +92,7 @@ class Generation:
         t.prompt_tokens = len(self.prompt_ids)
         sampler = Sampler(p)
         detok = self.tokenizer.stream_decoder(self.prompt_ids)
-        stops, longest = p.stop, max((len(s) for s in p.stop), default=0)
+        stops = p.stop
         pending = ""  # decoded but not yet released (could start a stop string)
         t0 = time.perf_counter()
         logits: np.ndarray = dec.prefill(self.prompt_ids)
@@ -109,7 +109,7 @@ class Generation:
                 break
             pending += detok.push(token)
             if stops:
-                cut = _find_stop(pending, stops, longest)
+                cut = _find_stop(pending, stops)
                 if cut is not None:
                     pending, matched = pending[:cut], True
                     self.finish_reason = "stop"
@@ -135,7 +135,7 @@ class Generation:
             t.decode_s = time.perf_counter() - t0
         if not matched:
             pending += detok.flush()  # an incomplete character at the very end
-            cut = _find_stop(pending, stops, longest) if stops else None
+            cut = _find_stop(pending, stops) if stops else None
             if cut is not None:
                 pending, self.finish_reason = pending[:cut], "stop"
         if pending:
@@ -149,7 +149,11 @@ class Generation:
         return self.text
 
 
-def _find_stop(text: str, stops: Sequence[str], longest: int) -> int | None:
-    """Index of the earliest stop string in `text`, or None."""
+def _find_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Index of the earliest stop string in `text`, or None.
+
+    Searching only the unreleased text is enough: text that could begin a stop string is
+    never released (`stop_prefix_len`), so a stop string always starts inside it.
+    """
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(hits) if hits else None
