@@ -393,7 +393,7 @@ class Simulator:
             return self.totals.reward - before
         elapsed = self.device.t - start
         latency = self.device.t - req.arrival_s
-        late = latency > req.deadline_s
+        late = bool(latency > req.deadline_s)
         q = self.catalog.quality(variant, req.hard)
         tot, w = self.totals, self.reward_config
         tot.reward += w.quality * q - (w.deadline_miss if late else 0.0)
@@ -436,15 +436,15 @@ class Simulator:
             profile=self.profile.name,
             controller=controller,
             reward=float(tot.reward),
-            mean_quality=tot.quality / n if n else 0.0,
-            hard_quality=tot.hard_quality / n_hard if n_hard else 0.0,
-            deadline_miss_rate=(tot.late + tot.expired + tot.failed) / n if n else 0.0,
+            mean_quality=float(tot.quality / n) if n else 0.0,
+            hard_quality=float(tot.hard_quality / n_hard) if n_hard else 0.0,
+            deadline_miss_rate=float((tot.late + tot.expired + tot.failed) / n) if n else 0.0,
             p50_latency_s=float(np.percentile(lat, 50)) if lat.size else 0.0,
             p95_latency_s=float(np.percentile(lat, 95)) if lat.size else 0.0,
             energy_wh=float(self.device.energy_wh),
             battery_end=float(self.device.battery_level),
             throttled_s=float(self.device.throttled_s),
-            failed=tot.failed,
+            failed=int(tot.failed),
             requests=n,
             variant_share={name: c / answered for name, c in zip(self.catalog.names, tot.per_variant, strict=True) if c},
             decision_reasons=dict(self.trace.reasons) if self.trace else {},
