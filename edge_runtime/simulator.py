@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
@@ -41,18 +40,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from edge_runtime.catalog import VariantCatalog
-from edge_runtime.config import check_table
+from edge_runtime.config import check_table, read_toml
 from edge_runtime.device import Device, RunResult
 from edge_runtime.errors import PolicyError, ProfileError
 from edge_runtime.observation import RequestState, encode
 from edge_runtime.policy import Decision, Policy
 from edge_runtime.profile import Profile
 from edge_runtime.workload import Request, generate_requests
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 HARD = 0.5  # a request with hard >= HARD counts as hard in `hard_quality`
 
@@ -90,14 +84,7 @@ class RewardConfig:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> RewardConfig:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError as e:
-            raise ProfileError(f"reward config {str(path)!r} does not exist") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ProfileError(f"reward config {str(path)!r} is not valid TOML: {e}") from e
-        return cls.from_dict(data, f"reward config {path}")
+        return cls.from_dict(read_toml(path, "reward config", ProfileError), f"reward config {path}")
 
     def to_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
