@@ -1,12 +1,12 @@
 """Training the controller with stable-baselines3 on `EdgeDevice-v0`.
 
-    cfg = TrainConfig(timesteps=300_000, seed=0)
-    model, env = train(cfg, bundle_dir, TRAIN_PROFILES)
+    catalog = VariantCatalog.from_manifest(read_manifest(bundle_dir))
+    model, venv = train(TrainConfig(seed=0), catalog, load_profiles(TRAIN_PROFILES))
 
 PPO is the default: on-policy with a discrete action and cheap simulated steps, it is
 stable with little tuning; A2C is available for comparison. The policy is a small MLP
 ([64, 64] tanh) over the 12 observation features; its action logits are exported to ONNX
-(`controller.policy_export`). Training is deterministic for a given seed (seeded envs,
+(`controller.policy_export`). `load_profiles` is `controller.env.load_profiles`. Training is deterministic for a given seed (seeded envs,
 seeded torch, `torch_threads` = 1).
 
 The bundled profiles are split: the policy trains on `TRAIN_PROFILES` and is judged on
