@@ -1,14 +1,10 @@
-"""Fixtures for the device-side tests: synthetic bundles (manifest only) and small profiles."""
+"""Fixtures for the device-side tests: a short profile (bundles: tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from edge_runtime.bundle import read_manifest
-from edge_runtime.catalog import VariantCatalog
-from edge_runtime.synthetic import write_synthetic_bundle
 
 SHORT_PROFILE = """
 name = "short"
@@ -28,17 +24,6 @@ thermal_time_constant_s = 60.0
 rate_per_s = 0.2
 deadline_s = 8.0
 """
-
-
-@pytest.fixture
-def bundle(tmp_path: Path) -> Path:
-    """A 5-variant synthetic bundle (one fails its gate), harness scores included."""
-    return write_synthetic_bundle(tmp_path / "bundle", "small")
-
-
-@pytest.fixture
-def catalog(bundle: Path) -> VariantCatalog:
-    return VariantCatalog.from_manifest(read_manifest(bundle))
 
 
 @pytest.fixture
