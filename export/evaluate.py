@@ -295,9 +295,12 @@ def evaluate_bundle(
     floors: Floors | None = None,
     config: EvalConfig = EvalConfig(),
     only: Sequence[str] | None = None,
+    reuse: BundleEval | None = None,
 ) -> BundleEval:
     """Score every variant (or those in `only`, plus the dense reference) and gate them on `floors`.
 
+    `reuse`: an earlier evaluation with the same suite and config (e.g. the dense run that
+    set the floors) whose variants are taken as they are instead of being scored again.
     Raises EvalError / VariantError / BundleError before any scoring if the bundle, the suite or the
     floors cannot work together. Writes nothing.
     """
@@ -317,8 +320,18 @@ def evaluate_bundle(
     stops = stop_ids(manifest, tok)
     use_manifest_cost = all(v.cost.measured for v in chosen.variants)
 
+    if reuse is not None and (reuse.suite.version != suite.version or reuse.config != config):
+        raise EvalError("reuse needs an evaluation with the same suite version and config")
+    done = {v.name: v for v in reuse.variants} if reuse is not None else {}
+    relative = ("ppl_retention", "latency", "size")
+
     raw: list[tuple[Variant, dict[str, float], float, tuple[CaseResult, ...], float, float]] = []
     for v in tqdm(chosen.variants, desc="variants", disable=not config.progress):
+        if v.name in done:
+            ev = done[v.name]
+            absolute = {k: x for k, x in ev.scores.items() if k not in relative}
+            raw.append((v, absolute, ev.perplexity, ev.cases, ev.latency_ms, ev.seconds))
+            continue
         t = time.perf_counter()
         model = OrtModel(Path(bundle_dir) / v.onnx, config.threads, v.name, v.extra.get("storage"))
         scores, ppl, results = score_variant(

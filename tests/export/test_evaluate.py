@@ -285,3 +285,18 @@ def test_harness_runs_on_a_bundle_exported_by_edge_export(tiny_bundle, tmp_path,
     assert list(m.generate(prompt, 5, set())) == list(greedy(m, prompt, 5, set()))
     apply_to_manifest(root, result)
     assert read_manifest(root).variant("dense-int8").gate.status == int8.gate.status
+
+
+def test_reuse_takes_the_dense_run_instead_of_scoring_it_again(bundle, small_suite, monkeypatch):
+    suite = load_suite(small_suite)
+    floors, dense_run = floors_from_dense(bundle, suite, FAST)
+    scored: list[str] = []
+    import export.evaluate as E
+
+    real = E.score_variant
+    monkeypatch.setattr(E, "score_variant", lambda *a, **k: (scored.append(k["name"]), real(*a, **k))[1])
+    result = evaluate_bundle(bundle, suite, floors, FAST, reuse=dense_run)
+    assert scored == ["wanda-30", "magnitude-70"]
+    assert result.variant("dense").scores == dense_run.variant("dense").scores
+    with pytest.raises(EvalError, match="reuse needs an evaluation with the same suite version and config"):
+        evaluate_bundle(bundle, suite, floors, replace(FAST, windows=2), reuse=dense_run)

@@ -1,0 +1,87 @@
+"""Evaluation report: every variant of a bundle x every slice and dimension, pass/fail.
+
+    python benchmarks/eval_report.py --bundle bundles/smollm2-135m
+
+Sets floors from the dense variant first if the bundle has none (`BUNDLE/floors.toml`,
+exactly what `edge-eval --set-floors` writes; the dense run is reused, not repeated), then
+scores every variant through onnxruntime with the built-in suite and 60 held-out windows
+of 512 tokens (30,720 tokens), writes the gate and scores into the manifest and the full
+report into BUNDLE/eval/, and copies the summary to benchmarks/results/eval.json and
+benchmarks/results/eval.md (the table the README quotes). Per-case results stay in
+BUNDLE/eval/report.json.
+
+It answers, measured on the bundle's model: whether pruning costs the edge, adversarial and
+multilingual slices more than the common slice (the drop per slice, with paired standard
+errors), and which variant clears every floor at the lowest cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edge_runtime.bundle import atomic_write_text  # noqa: E402
+from export.evaluate import (  # noqa: E402
+    FLOORS_FILE,
+    REPORT_DIR,
+    EvalConfig,
+    apply_to_manifest,
+    evaluate_bundle,
+    floors_from_dense,
+)
+from export.floors import Floors  # noqa: E402
+from export.report import report_dict, report_markdown, write_report  # noqa: E402
+from export.suite import DEFAULT_SUITE, load_suite  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "smollm2-135m")
+    p.add_argument("--suite", type=Path, default=DEFAULT_SUITE)
+    p.add_argument("--windows", type=int, default=60, help="held-out windows of 512 tokens (default 60)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--set-floors", action="store_true", help="set floors from dense even if the bundle has some")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where eval.json and eval.md go")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    suite = load_suite(args.suite)
+    config = EvalConfig(windows=args.windows, threads=args.threads, progress=True)
+    floors_path = args.bundle / FLOORS_FILE
+    t0 = time.perf_counter()
+    reuse = None
+    if args.set_floors or not floors_path.is_file():
+        previous = Floors.from_toml(floors_path) if floors_path.is_file() else None
+        floors, reuse = floors_from_dense(args.bundle, suite, config, previous=previous)
+        floors.write(floors_path)
+        print(f"set floors version {floors.version} from the dense variant: {floors_path}")
+    floors = Floors.from_toml(floors_path)
+    result = evaluate_bundle(args.bundle, suite, floors, config, reuse=reuse)
+    write_report(result, args.bundle / REPORT_DIR)
+    apply_to_manifest(args.bundle, result)
+
+    data = report_dict(result, cases=False)
+    data["machine"] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                       "python": platform.python_version()}
+    data["wall_s"] = round(time.perf_counter() - t0, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "eval.json", json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+    md = report_markdown(result).replace("![quality vs cost](quality_vs_cost.png)",
+                                         f"Plot and per-case results: `{args.bundle / REPORT_DIR}`.")
+    atomic_write_text(args.out / "eval.md", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
