@@ -408,7 +408,47 @@ def floors_from_dense(
     return floors, result
 
 
+FAILED = "(failed)"  # pseudo-variant: requests the system did not serve
+
+
+def profile_mixes(
+    bundle_dir: str | Path, profiles: Sequence[str], controller: str = "rule", seed: int | None = None
+) -> dict[str, dict[str, float]]:
+    """Share of requests each variant served when `edge-sim` replays each profile with `controller`.
+
+    Requests that failed (dropped, errored) are the share of the pseudo-variant `FAILED`, which
+    delivers no quality.
+    """
+    from edge_runtime.sim import simulate
+
+    out: dict[str, dict[str, float]] = {}
+    for prof in profiles:
+        r = simulate(bundle_dir, prof, controller, seed=seed, record=False)
+        failed = r.failed / r.requests if r.requests else 0.0
+        out[r.profile] = {**{k: v * (1.0 - failed) for k, v in r.variant_share.items()}, FAILED: failed}
+    return out
+
+
+def gate_system(manifest: Manifest, mixes: dict[str, dict[str, float]], floors: Floors) -> dict[str, dict[str, Any]]:
+    """Delivered per-slice quality and its gate for each profile's variant mix (scores from the manifest)."""
+    from export.floors import delivered_quality, gate_profiles
+
+    scores: dict[str, dict[str, float]] = {v.name: dict(v.quality.scores) for v in manifest.variants if v.quality.scores}
+    if not scores:
+        raise EvalError("the manifest has no scores yet; run edge-eval --bundle DIR first")
+    scores[FAILED] = dict.fromkeys(SLICES, 0.0)
+    delivered = {prof: delivered_quality(scores, {k: v for k, v in mix.items() if v > 0}) for prof, mix in mixes.items()}
+    gates = gate_profiles(delivered, floors)
+    return {
+        prof: {"mix": {k: round(v, 4) for k, v in mixes[prof].items()},
+               "delivered": {k: round(x, 4) for k, x in delivered[prof].items()},
+               "floors": floors.profile(prof), "gate": {"status": g.status, "failed": list(g.failed)}}
+        for prof, g in gates.items()
+    }
+
+
 __all__ = [
     "BundleEval", "EdgeError", "EvalConfig", "OrtModel", "VariantEval", "apply_to_manifest", "check_floors",
-    "evaluate_bundle", "floors_from_dense", "open_bundle", "reference_variant", "score_variant",
+    "evaluate_bundle", "floors_from_dense", "gate_system", "open_bundle", "profile_mixes", "reference_variant",
+    "score_variant",
 ]

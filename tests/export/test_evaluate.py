@@ -242,6 +242,14 @@ def test_cli_set_floors_then_evaluate(bundle, small_suite, capsys):
     assert out["plugged"]["gate"]["status"] == "pass"
     assert set(out["plugged"]["delivered"]) == {"common", "edge", "adversarial", "multilingual"}
     assert code == (0 if out["low-battery"]["gate"]["status"] == "pass" else 1)
+    # the same through edge-sim replays of real profiles with the rule controller
+    code = main(["--bundle", str(bundle), "--profiles", "desk-plugged,phone-low-battery", "--controller", "rule"])
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"desk-plugged", "phone-low-battery"}
+    for prof in out.values():
+        assert sum(prof["mix"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert prof["gate"]["status"] in ("pass", "fail")
+    assert code == (0 if all(p["gate"]["status"] == "pass" for p in out.values()) else 1)
     assert main([*args, "--set-floors"]) == 0
     assert Floors.from_toml(bundle / "floors.toml").version == 2
 
@@ -300,3 +308,16 @@ def test_reuse_takes_the_dense_run_instead_of_scoring_it_again(bundle, small_sui
     assert result.variant("dense").scores == dense_run.variant("dense").scores
     with pytest.raises(EvalError, match="reuse needs an evaluation with the same suite version and config"):
         evaluate_bundle(bundle, suite, floors, replace(FAST, windows=2), reuse=dense_run)
+
+
+def test_gate_system_counts_failed_requests_as_zero_quality(evaluated):
+    from export.evaluate import FAILED, gate_system
+
+    m = evaluated.manifest
+    for ev in evaluated.variants:
+        m = m.replace_variant(replace(m.variant(ev.name), quality=replace(m.variant(ev.name).quality, scores=ev.scores)))
+    full = gate_system(m, {"p": {"dense": 1.0}}, evaluated.floors)["p"]
+    half = gate_system(m, {"p": {"dense": 0.5, FAILED: 0.5}}, evaluated.floors)["p"]
+    for s, q in full["delivered"].items():
+        assert half["delivered"][s] == pytest.approx(q / 2, abs=1e-4)
+    assert full["gate"]["status"] == "pass"
