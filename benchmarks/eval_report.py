@@ -38,7 +38,7 @@ from export.evaluate import (  # noqa: E402
     floors_from_dense,
 )
 from export.floors import Floors  # noqa: E402
-from export.report import report_dict, report_markdown, write_report  # noqa: E402
+from export.report import load_report, report_dict, report_markdown, write_report  # noqa: E402
 from export.suite import DEFAULT_SUITE, load_suite  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -52,28 +52,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--set-floors", action="store_true", help="set floors from dense even if the bundle has some")
     p.add_argument("--out", type=Path, default=RESULTS, help="where eval.json and eval.md go")
+    p.add_argument("--from-report", action="store_true",
+                   help="rewrite the reports from BUNDLE/eval/report.json without scoring again")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    suite = load_suite(args.suite)
-    config = EvalConfig(windows=args.windows, threads=args.threads, progress=True)
-    floors_path = args.bundle / FLOORS_FILE
     t0 = time.perf_counter()
-    reuse = None
-    if args.set_floors or not floors_path.is_file():
-        previous = Floors.from_toml(floors_path) if floors_path.is_file() else None
-        floors, reuse = floors_from_dense(args.bundle, suite, config, previous=previous)
-        floors.write(floors_path)
-        print(f"set floors version {floors.version} from the dense variant: {floors_path}")
-    floors = Floors.from_toml(floors_path)
-    result = evaluate_bundle(args.bundle, suite, floors, config, reuse=reuse)
-    write_report(result, args.bundle / REPORT_DIR)
-    apply_to_manifest(args.bundle, result)
+    if args.from_report:
+        result = load_report(args.bundle / REPORT_DIR / "report.json", args.bundle)
+        write_report(result, args.bundle / REPORT_DIR)
+    else:
+        suite = load_suite(args.suite)
+        config = EvalConfig(windows=args.windows, threads=args.threads, progress=True)
+        floors_path = args.bundle / FLOORS_FILE
+        reuse = None
+        if args.set_floors or not floors_path.is_file():
+            previous = Floors.from_toml(floors_path) if floors_path.is_file() else None
+            floors, reuse = floors_from_dense(args.bundle, suite, config, previous=previous)
+            floors.write(floors_path)
+            print(f"set floors version {floors.version} from the dense variant: {floors_path}")
+        floors = Floors.from_toml(floors_path)
+        result = evaluate_bundle(args.bundle, suite, floors, config, reuse=reuse)
+        write_report(result, args.bundle / REPORT_DIR)
+        apply_to_manifest(args.bundle, result)
 
     data = report_dict(result, cases=False)
     data["machine"] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                        "python": platform.python_version()}
-    data["wall_s"] = round(time.perf_counter() - t0, 1)
+    data["wall_s"] = round(time.perf_counter() - t0, 1) if not args.from_report else None
+    data["scoring_s"] = round(sum(v.seconds for v in result.variants), 1)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "eval.json", json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     md = report_markdown(result).replace("![quality vs cost](quality_vs_cost.png)",

@@ -321,3 +321,17 @@ def test_gate_system_counts_failed_requests_as_zero_quality(evaluated):
     for s, q in full["delivered"].items():
         assert half["delivered"][s] == pytest.approx(q / 2, abs=1e-4)
     assert full["gate"]["status"] == "pass"
+
+
+def test_report_round_trips_through_report_json(tmp_path, evaluated):
+    from export.report import load_report
+
+    out = write_report(evaluated, tmp_path / "r")
+    # report.json names the suite and floors by path; here they live in pytest temp dirs that still exist
+    back = load_report(out / "report.json")
+    assert [v.name for v in back.variants] == [v.name for v in evaluated.variants]
+    assert back.variant("magnitude-70").cases == evaluated.variant("magnitude-70").cases
+    assert report_markdown(back) == report_markdown(evaluated)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(EvalError, match="not a report.json with per-case results"):
+        load_report(tmp_path / "bad.json")
