@@ -12,7 +12,8 @@ BUNDLE/eval/report.json.
 
 It answers, measured on the bundle's model: whether pruning costs the edge, adversarial and
 multilingual slices more than the common slice (the drop per slice, with paired standard
-errors), and which variant clears every floor at the lowest cost.
+errors), and which variant clears every floor at the lowest cost. Then it replays every
+resource profile with edge-sim and gates the quality the whole system delivers per slice.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_runtime.bundle import atomic_write_text  # noqa: E402
+from edge_runtime.bundle import atomic_write_text, read_manifest  # noqa: E402
 from export.evaluate import (  # noqa: E402
     FLOORS_FILE,
     REPORT_DIR,
@@ -36,12 +37,27 @@ from export.evaluate import (  # noqa: E402
     apply_to_manifest,
     evaluate_bundle,
     floors_from_dense,
+    gate_system,
+    profile_mixes,
 )
 from export.floors import Floors  # noqa: E402
 from export.report import load_report, report_dict, report_markdown, write_report  # noqa: E402
 from export.suite import DEFAULT_SUITE, load_suite  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _system_markdown(system: dict, controller: str) -> str:
+    lines = ["", f"## The whole system per resource profile (edge-sim, controller `{controller}`)", "",
+             "Per-slice quality the controller delivers = share-weighted slice scores of the variants it ran; "
+             "requests lost (battery exhausted) count as 0. Gated on the floors file's per-profile floors.", "",
+             "| profile | variant mix | common | edge | adversarial | multilingual | gate |", "|---|---|---|---|---|---|---|"]
+    for prof, x in system.items():
+        mix = ", ".join(f"{k} {v:.0%}" for k, v in x["mix"].items() if v > 0)
+        cells = " | ".join(f"{x['delivered'].get(s, float('nan')):.2f}" for s in ("common", "edge", "adversarial", "multilingual"))
+        gate = x["gate"]["status"] + (f" ({', '.join(x['gate']['failed'])})" if x["gate"]["failed"] else "")
+        lines.append(f"| {prof} | {mix} | {cells} | {gate} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--set-floors", action="store_true", help="set floors from dense even if the bundle has some")
     p.add_argument("--out", type=Path, default=RESULTS, help="where eval.json and eval.md go")
+    p.add_argument("--controller", default="rule", help="controller edge-sim replays the profiles with (default: rule)")
+    p.add_argument("--profiles", default=None,
+                   help="comma-separated profiles for whole-system gating (default: every profiles/*.toml)")
     p.add_argument("--from-report", action="store_true",
                    help="rewrite the reports from BUNDLE/eval/report.json without scoring again")
     args = p.parse_args(argv)
@@ -76,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         write_report(result, args.bundle / REPORT_DIR)
         apply_to_manifest(args.bundle, result)
 
+    names = args.profiles.split(",") if args.profiles else sorted(p.stem for p in (ROOT / "profiles").glob("*.toml"))
+    system = gate_system(read_manifest(args.bundle), profile_mixes(args.bundle, names, args.controller), result.floors)
+
     data = report_dict(result, cases=False)
+    data["system"] = {"controller": args.controller, "profiles": system}
     data["machine"] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                        "python": platform.python_version()}
     data["wall_s"] = round(time.perf_counter() - t0, 1) if not args.from_report else None
@@ -85,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.out / "eval.json", json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     md = report_markdown(result).replace("![quality vs cost](quality_vs_cost.png)",
                                          f"Plot and per-case results: `{args.bundle / REPORT_DIR}`.")
+    md += _system_markdown(system, args.controller)
     atomic_write_text(args.out / "eval.md", md)
     print(md)
     return 0
