@@ -335,3 +335,11 @@ def test_report_round_trips_through_report_json(tmp_path, evaluated):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(EvalError, match="not a report.json with per-case results"):
         load_report(tmp_path / "bad.json")
+
+
+def test_cli_limit_is_a_smoke_run_that_leaves_the_manifest_alone(bundle, small_suite, capsys):
+    before = (bundle / "manifest.json").read_bytes()
+    assert main(["--bundle", str(bundle), "--suite", str(small_suite), "--windows", "1", "--limit", "1", "--quiet"]) == 0
+    assert (bundle / "manifest.json").read_bytes() == before
+    assert (bundle / "eval" / "report.md").is_file()
+    assert "the manifest was left as it was" in capsys.readouterr().out
