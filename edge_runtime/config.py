@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-import sys
+import tomllib
 import types
 import typing
 from dataclasses import fields
@@ -18,11 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import EdgeError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 
 def typename(tp: Any) -> str:
