@@ -73,6 +73,10 @@ def decision_latency(bundle: Path, profiles: list[str]) -> dict[str, float]:
             "max_ms": float(ms.max()), "fallbacks": pol.fallbacks}
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def criteria_markdown(checks: dict[str, dict[str, Any]], held_out: list[str]) -> str:
     yes = {True: "yes", False: "**no**", None: "n/a"}
     lines = ["| profile | split | RL >= best static | RL >= rule | quality vs matched static | "
@@ -80,9 +84,9 @@ def criteria_markdown(checks: dict[str, dict[str, Any]], held_out: list[str]) ->
     for prof, c in checks.items():
         lines.append(
             f"| {prof} | {'held out' if prof in held_out else 'train'} | {yes[c['beats_static']]} "
-            f"({c['best_static'][7:]}) | {yes[c['beats_rule']]} | {c['quality_ratio']:.3f} x "
+            f"({c['best_static'][7:]}) | {yes[c['beats_rule']]} | {_num(c['quality_ratio'])} x "
             f"{c['matched_static'][7:]} ({yes[c['quality_gain']]}) | {yes[c['deadline']]} | "
-            f"{c.get('oracle_ratio', float('nan')):.3f} ({yes[c.get('oracle')]}) |")
+            f"{_num(c.get('oracle_ratio'))} ({yes[c.get('oracle')]}) |")
     return "\n".join(lines)
 
 

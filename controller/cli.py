@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"profiles to train on, names or .toml paths (default: {' '.join(TRAIN_PROFILES)})")
     p.add_argument("--held-out", nargs="*", default=list(HELD_OUT), metavar="P",
                    help=f"profiles to evaluate on, never trained on (default: {' '.join(HELD_OUT)})")
-    p.add_argument("--timesteps", type=int, default=None, help="decisions to train for (default 400000, ~6 min)")
+    p.add_argument("--timesteps", type=int, default=None, help="decisions to train for (default 600000, ~4 min)")
     p.add_argument("--seed", type=int, default=None, help="random seed; the same seed gives the same policy (default 0)")
     p.add_argument("--algorithm", choices=sorted(ALGORITHMS), default=None, help="SB3 algorithm (default ppo)")
     p.add_argument("--n-envs", type=int, default=None, help="vectorized environments (default 4)")

@@ -54,7 +54,6 @@ def compare(
         for prof in profs:
             out[prof.name] = {}
             for spec in specs:
-                bar.set_postfix_str(f"{prof.name} {spec}")
                 ctl = make_controller(spec, bundle_dir, manifest, catalog)
                 out[prof.name][spec] = Simulator(prof, catalog, reward).run(ctl, spec)
                 bar.update()
@@ -70,21 +69,21 @@ def criteria(results: dict[str, SimReport], dense: str) -> dict[str, Any]:
     matched = min(heavier, key=lambda r: r.energy_wh) if heavier else max(statics.values(), key=lambda r: r.energy_wh)
     out: dict[str, Any] = {
         "best_static": best.controller,
-        "beats_static": rl.reward >= best.reward,
-        "beats_rule": rl.reward >= results["rule"].reward,
+        "beats_static": bool(rl.reward >= best.reward),
+        "beats_rule": bool(rl.reward >= results["rule"].reward),
         "matched_static": matched.controller,
-        "quality_ratio": rl.mean_quality / matched.mean_quality if matched.mean_quality > 0 else float("inf"),
+        "quality_ratio": float(rl.mean_quality / matched.mean_quality) if matched.mean_quality > 0 else None,
     }
-    out["quality_gain"] = out["quality_ratio"] >= QUALITY_GAIN
+    out["quality_gain"] = out["quality_ratio"] is not None and bool(out["quality_ratio"] >= QUALITY_GAIN)
     dense_r = statics.get(f"static:{dense}")
     if dense_r is not None and dense_r.deadline_miss_rate > DENSE_MISS:
-        out["deadline"] = rl.deadline_miss_rate <= RL_MISS
+        out["deadline"] = bool(rl.deadline_miss_rate <= RL_MISS)
     else:
         out["deadline"] = None  # not applicable: dense alone meets its deadlines
     if "oracle" in results:
         o = results["oracle"].reward
-        out["oracle_ratio"] = rl.reward / o if o > 0 else float("nan")
-        out["oracle"] = rl.reward >= ORACLE_SHARE * o
+        out["oracle_ratio"] = float(rl.reward / o) if o > 0 else None
+        out["oracle"] = bool(rl.reward >= ORACLE_SHARE * o)
     return out
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,17 @@ def export_onnx(model: Any, path: str | os.PathLike[str]) -> None:
 
     net = Logits().eval()
     dummy = torch.zeros(1, observation.SIZE, dtype=torch.float32)
-    with torch.no_grad():
+    quiet = logging.getLogger("torch.onnx")  # "torchvision is not installed" notices: not ours to fix
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         torch.onnx.export(
             net, (dummy,), str(path), input_names=[OnnxPolicy.INPUT], output_names=[OnnxPolicy.OUTPUT],
             dynamic_shapes=({0: torch.export.Dim("N")},), opset_version=OPSET, dynamo=True,
             external_data=False, verbose=False,
         )
+    quiet.setLevel(level)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 

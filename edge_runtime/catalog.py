@@ -154,7 +154,7 @@ class VariantCatalog:
 
     def work_s(self, variant: int, prompt_tokens: int, new_tokens: int) -> float:
         """Compute seconds at the bundle machine's speed (C1)."""
-        return (prompt_tokens * self.prefill_ms[variant] + new_tokens * self.decode_ms[variant]) / 1000.0
+        return float(prompt_tokens * self.prefill_ms[variant] + new_tokens * self.decode_ms[variant]) / 1000.0
 
     def quality(self, variant: int, hard: float) -> float:
         """Quality a request of difficulty `hard` (0-1) receives from `variant` (Q4)."""

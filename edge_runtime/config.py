@@ -9,9 +9,12 @@ number; `tuple[int, int]` and `tuple[int, ...]` take lists; `X | None` takes X.
 from __future__ import annotations
 
 import math
+import os
+import tomllib
 import types
 import typing
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import EdgeError
@@ -72,3 +75,14 @@ def check_table(cls: type, data: Any, where: str, error: type[EdgeError],
             raise error(f"{where}: unknown key {key!r}; known keys: {', '.join(names)}")
         out[key] = coerce(value, hints[key], f"{where}.{key}", error)
     return out
+
+
+def read_toml(path: str | os.PathLike[str], what: str, error: type[EdgeError]) -> dict[str, Any]:
+    """Parse a TOML file; `error` says which `what` is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {str(path)!r} does not exist")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{what} {str(path)!r} is not valid TOML: {e}") from e

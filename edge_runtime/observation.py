@@ -90,4 +90,4 @@ def encode(device: DeviceState, request: RequestState) -> np.ndarray:
 
 def describe(obs: np.ndarray) -> dict[str, float]:
     """Feature name -> value, for logs and decision traces."""
-    return {name: float(x) for name, x in zip(FEATURES, np.asarray(obs).reshape(-1))}
+    return {name: float(x) for name, x in zip(FEATURES, np.asarray(obs).reshape(-1), strict=True)}

@@ -61,11 +61,12 @@ class Policy(Protocol):
         ...
 
 
-def _first_allowed(allowed: np.ndarray) -> int:
+def _allowed_indices(allowed: np.ndarray) -> np.ndarray:
+    """Indices of allowed variants; `PolicyError` if there is none."""
     idx = np.flatnonzero(allowed)
     if idx.size == 0:
         raise PolicyError("no variant is allowed (every gate failed or none loaded); re-export the bundle")
-    return int(idx[0])
+    return idx
 
 
 # --------------------------------------------------------------------------- static
@@ -83,7 +84,7 @@ class StaticPolicy:
         t0 = time.perf_counter()
         if self.index < len(allowed) and allowed[self.index]:
             return Decision(self.index, "static", time.perf_counter() - t0)
-        i = _first_allowed(allowed)
+        i = int(_allowed_indices(allowed)[0])
         return Decision(i, f"static: variant {self.index} not allowed", time.perf_counter() - t0)
 
 
@@ -164,9 +165,7 @@ class RulePolicy:
             level = min(level, cfg.mid_level)
             reasons.append(f"queue>={cfg.busy_queue}")
 
-        idx = np.flatnonzero(allowed[: len(cat)])
-        if idx.size == 0:
-            raise PolicyError("no variant is allowed (every gate failed or none loaded); re-export the bundle")
+        idx = _allowed_indices(allowed[: len(cat)])
         slowdown = max(1.0, recent_ms / cat.decode_ms[cat.dense]) if recent_ms > 0 else 1.0
         if throttled:
             slowdown = max(slowdown, cfg.throttled_slowdown)

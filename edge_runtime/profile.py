@@ -28,19 +28,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.config import check_table, coerce
+from edge_runtime.config import check_table, coerce, read_toml
 from edge_runtime.errors import ProfileError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 PROFILES_ENV = "EDGE_PROFILES"
 ARRIVALS = ("poisson", "bursty", "trace")
@@ -250,10 +244,7 @@ class Profile:
         path = Path(path)
         if not path.is_file():
             raise ProfileError(f"profile file {str(path)!r} does not exist; pass a bundled name or an existing .toml")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ProfileError(f"profile {str(path)!r} is not valid TOML: {e}") from e
+        data = read_toml(path, "profile", ProfileError)
         return cls.from_dict(data, source=str(path), base_dir=path.parent)
 
     # ---- writing

@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
@@ -41,18 +40,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from edge_runtime.catalog import VariantCatalog
-from edge_runtime.config import check_table
+from edge_runtime.config import check_table, read_toml
 from edge_runtime.device import Device, RunResult
 from edge_runtime.errors import PolicyError, ProfileError
 from edge_runtime.observation import RequestState, encode
 from edge_runtime.policy import Decision, Policy
 from edge_runtime.profile import Profile
 from edge_runtime.workload import Request, generate_requests
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 HARD = 0.5  # a request with hard >= HARD counts as hard in `hard_quality`
 
@@ -90,14 +84,7 @@ class RewardConfig:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> RewardConfig:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError as e:
-            raise ProfileError(f"reward config {str(path)!r} does not exist") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ProfileError(f"reward config {str(path)!r} is not valid TOML: {e}") from e
-        return cls.from_dict(data, f"reward config {path}")
+        return cls.from_dict(read_toml(path, "reward config", ProfileError), f"reward config {path}")
 
     def to_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -393,7 +380,7 @@ class Simulator:
             return self.totals.reward - before
         elapsed = self.device.t - start
         latency = self.device.t - req.arrival_s
-        late = latency > req.deadline_s
+        late = bool(latency > req.deadline_s)
         q = self.catalog.quality(variant, req.hard)
         tot, w = self.totals, self.reward_config
         tot.reward += w.quality * q - (w.deadline_miss if late else 0.0)
@@ -436,15 +423,15 @@ class Simulator:
             profile=self.profile.name,
             controller=controller,
             reward=float(tot.reward),
-            mean_quality=tot.quality / n if n else 0.0,
-            hard_quality=tot.hard_quality / n_hard if n_hard else 0.0,
-            deadline_miss_rate=(tot.late + tot.expired + tot.failed) / n if n else 0.0,
+            mean_quality=float(tot.quality / n) if n else 0.0,
+            hard_quality=float(tot.hard_quality / n_hard) if n_hard else 0.0,
+            deadline_miss_rate=float((tot.late + tot.expired + tot.failed) / n) if n else 0.0,
             p50_latency_s=float(np.percentile(lat, 50)) if lat.size else 0.0,
             p95_latency_s=float(np.percentile(lat, 95)) if lat.size else 0.0,
             energy_wh=float(self.device.energy_wh),
             battery_end=float(self.device.battery_level),
             throttled_s=float(self.device.throttled_s),
-            failed=tot.failed,
+            failed=int(tot.failed),
             requests=n,
             variant_share={name: c / answered for name, c in zip(self.catalog.names, tot.per_variant, strict=True) if c},
             decision_reasons=dict(self.trace.reasons) if self.trace else {},

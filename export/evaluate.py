@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -74,91 +73,62 @@ class EvalConfig:
 
 
 class OrtModel:
-    """A variant's ONNX graph behind the `LanguageModel` protocol (onnxruntime-genai I/O names).
+    """A variant's ONNX graph behind the `LanguageModel` protocol, through the runtime's session.
 
-    Adapter until `edge_runtime.session` lands: full-sequence logits (past = 0) and greedy
-    decoding with the graph's KV cache.
+    `edge_runtime.session.VariantSession` is what the device runs (same providers, same
+    expansion of masked weights, same in-place KV cache); this adapter adds greedy
+    generation and the timing of a reference request.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None, name: str = "") -> None:
-        import onnxruntime as ort
+    def __init__(self, path: str | Path, threads: int | None = None, name: str = "", storage: str | None = None) -> None:
+        from edge_runtime.session import VariantSession
 
         self.name = name or str(path)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
-        so.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as e:  # ORT raises its own zoo (Fail, InvalidGraph, NoSuchFile...)
-            raise VariantError(
-                f"variant {self.name!r}: onnxruntime cannot load {str(path)!r} ({type(e).__name__}: {e}); "
-                "re-export the bundle with edge-export"
-            ) from e
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
-        missing = [n for n in ("input_ids", "attention_mask") if n not in inputs] + (
-            ["logits"] if "logits" not in outputs else []
-        )
-        if missing:
-            raise VariantError(
-                f"variant {self.name!r}: the graph lacks {missing}; it must use onnxruntime-genai I/O names "
-                "(input_ids, attention_mask, past_key_values.{i}.key/.value -> logits, present.{i}.key/.value)"
-            )
-        self.position_ids = "position_ids" in inputs
-        # per layer (name, kv_heads, head_dim, numpy dtype): kv heads can differ per layer
-        self.past: list[tuple[str, int, int, Any]] = []
-        for n, i in inputs.items():
-            if n.startswith("past_key_values."):
-                kv, hd = i.shape[1], i.shape[3]
-                if not isinstance(kv, int) or not isinstance(hd, int):
-                    raise VariantError(f"variant {self.name!r}: {n} needs static kv_heads and head_dim, got {i.shape}")
-                self.past.append((n, kv, hd, np.float16 if i.type == "tensor(float16)" else np.float32))
-        self.presents = [n.replace("past_key_values.", "present.") for n, *_ in self.past]
-        lost = [p for p in self.presents if p not in outputs]
-        if lost:
-            raise VariantError(f"variant {self.name!r}: past inputs without matching outputs {lost}")
+            self.session = VariantSession(path, threads=threads, providers=["CPUExecutionProvider"], storage=storage)
+        except VariantError as e:
+            raise VariantError(f"variant {self.name!r}: {e}") from e
+        outputs = {o.name for o in self.session.session.get_outputs()}
+        if "logits" not in outputs:
+            raise VariantError(f"variant {self.name!r}: the graph has no 'logits' output: not an edge-export graph")
+        self._decoder: Any = None
 
-    def _run(self, ids: np.ndarray, past: dict[str, np.ndarray], past_len: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        b, s = ids.shape
-        feed: dict[str, np.ndarray] = {
-            "input_ids": ids,
-            "attention_mask": np.ones((b, past_len + s), dtype=np.int64),  # [B, past+S]
-            **past,
-        }
-        if self.position_ids:
-            feed["position_ids"] = np.broadcast_to(np.arange(past_len, past_len + s, dtype=np.int64), (b, s)).copy()
-        out = self.session.run(["logits", *self.presents], feed)
-        return out[0], {n: v for (n, *_), v in zip(self.past, out[1:], strict=True)}
-
-    def _empty(self, b: int) -> dict[str, np.ndarray]:
-        return {n: np.zeros((b, kv, 0, hd), dtype=dt) for n, kv, hd, dt in self.past}  # [B, kv, 0, D]
+    @property
+    def past(self) -> list[tuple[int, int]]:
+        """(kv_heads, head_dim) per layer, read from the graph."""
+        return [(k.kv_heads, k.head_dim) for k in self.session.kv]
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
-        logits, _ = self._run(np.ascontiguousarray(input_ids, dtype=np.int64), self._empty(input_ids.shape[0]), 0)
-        return logits.astype(np.float32, copy=False)  # [B, S, V]
+        return self.session.logits(input_ids).astype(np.float32, copy=False)  # [B, S, V]
+
+    def _fresh_decoder(self, capacity: int) -> Any:
+        if self._decoder is None:
+            self._decoder = self.session.decoder(capacity)
+        self._decoder.reserve(capacity)
+        self._decoder.reset()
+        return self._decoder
 
     def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Collection[int]) -> Iterator[int]:
-        ids = np.asarray([prompt_ids], dtype=np.int64)
-        logits, past = self._run(ids, self._empty(1), 0)
-        n = ids.shape[1]
-        for _ in range(max_new_tokens):
-            nxt = int(np.argmax(logits[0, -1]))
+        dec = self._fresh_decoder(len(prompt_ids) + max_new_tokens)
+        row = dec.prefill(list(prompt_ids))  # [V]
+        for k in range(max_new_tokens):
+            nxt = int(np.argmax(row))
             if nxt in stop_ids:
                 return
             yield nxt
-            logits, past = self._run(np.asarray([[nxt]], dtype=np.int64), past, n)
-            n += 1
+            if k + 1 < max_new_tokens:
+                row = dec.step(nxt)
 
     def time_request(self, prompt: int, new: int, repeats: int, vocab: int) -> float:
         """Median ms of a reference request: prefill `prompt` tokens, then decode `new` tokens."""
-        rng = np.random.default_rng(0)
-        ids = rng.integers(0, vocab, size=(1, prompt), dtype=np.int64)
+        ids = np.random.default_rng(0).integers(0, vocab, size=prompt, dtype=np.int64)
         times = []
         for _ in range(repeats + 1):  # the first run warms up allocations and is dropped
+            dec = self._fresh_decoder(prompt + new)
             t = time.perf_counter()
-            logits, past = self._run(ids, self._empty(1), 0)
-            for k in range(new):
-                logits, past = self._run(np.asarray([[int(np.argmax(logits[0, -1]))]]), past, prompt + k)
+            row = dec.prefill(ids)
+            for _ in range(new):
+                row = dec.step(int(np.argmax(row)))
             times.append((time.perf_counter() - t) * 1e3)
         return float(np.median(times[1:]))
 
@@ -270,7 +240,7 @@ def open_variants(bundle_dir: str | Path, manifest: Manifest, threads: int | Non
         path = Path(bundle_dir) / v.onnx
         if not path.is_file():
             raise VariantError(f"variant {v.name!r}: {str(path)!r} is missing; re-export the bundle with edge-export")
-        OrtModel(path, threads, v.name)
+        OrtModel(path, threads, v.name, v.extra.get("storage"))
 
 
 # --------------------------------------------------------------------------- scoring
@@ -325,9 +295,12 @@ def evaluate_bundle(
     floors: Floors | None = None,
     config: EvalConfig = EvalConfig(),
     only: Sequence[str] | None = None,
+    reuse: BundleEval | None = None,
 ) -> BundleEval:
     """Score every variant (or those in `only`, plus the dense reference) and gate them on `floors`.
 
+    `reuse`: an earlier evaluation with the same suite and config (e.g. the dense run that
+    set the floors) whose variants are taken as they are instead of being scored again.
     Raises EvalError / VariantError / BundleError before any scoring if the bundle, the suite or the
     floors cannot work together. Writes nothing.
     """
@@ -347,10 +320,20 @@ def evaluate_bundle(
     stops = stop_ids(manifest, tok)
     use_manifest_cost = all(v.cost.measured for v in chosen.variants)
 
+    if reuse is not None and (reuse.suite.version != suite.version or reuse.config != config):
+        raise EvalError("reuse needs an evaluation with the same suite version and config")
+    done = {v.name: v for v in reuse.variants} if reuse is not None else {}
+    relative = ("ppl_retention", "latency", "size")
+
     raw: list[tuple[Variant, dict[str, float], float, tuple[CaseResult, ...], float, float]] = []
     for v in tqdm(chosen.variants, desc="variants", disable=not config.progress):
+        if v.name in done:
+            ev = done[v.name]
+            absolute = {k: x for k, x in ev.scores.items() if k not in relative}
+            raw.append((v, absolute, ev.perplexity, ev.cases, ev.latency_ms, ev.seconds))
+            continue
         t = time.perf_counter()
-        model = OrtModel(Path(bundle_dir) / v.onnx, config.threads, v.name)
+        model = OrtModel(Path(bundle_dir) / v.onnx, config.threads, v.name, v.extra.get("storage"))
         scores, ppl, results = score_variant(
             model, tok, suite, windows, chat_template=manifest.model.chat_template, stop=stops, config=config, name=v.name
         )
@@ -425,7 +408,47 @@ def floors_from_dense(
     return floors, result
 
 
+FAILED = "(failed)"  # pseudo-variant: requests the system did not serve
+
+
+def profile_mixes(
+    bundle_dir: str | Path, profiles: Sequence[str], controller: str = "rule", seed: int | None = None
+) -> dict[str, dict[str, float]]:
+    """Share of requests each variant served when `edge-sim` replays each profile with `controller`.
+
+    Requests that failed (dropped, errored) are the share of the pseudo-variant `FAILED`, which
+    delivers no quality.
+    """
+    from edge_runtime.sim import simulate
+
+    out: dict[str, dict[str, float]] = {}
+    for prof in profiles:
+        r = simulate(bundle_dir, prof, controller, seed=seed, record=False)
+        failed = r.failed / r.requests if r.requests else 0.0
+        out[r.profile] = {**{k: v * (1.0 - failed) for k, v in r.variant_share.items()}, FAILED: failed}
+    return out
+
+
+def gate_system(manifest: Manifest, mixes: dict[str, dict[str, float]], floors: Floors) -> dict[str, dict[str, Any]]:
+    """Delivered per-slice quality and its gate for each profile's variant mix (scores from the manifest)."""
+    from export.floors import delivered_quality, gate_profiles
+
+    scores: dict[str, dict[str, float]] = {v.name: dict(v.quality.scores) for v in manifest.variants if v.quality.scores}
+    if not scores:
+        raise EvalError("the manifest has no scores yet; run edge-eval --bundle DIR first")
+    scores[FAILED] = dict.fromkeys(SLICES, 0.0)
+    delivered = {prof: delivered_quality(scores, {k: v for k, v in mix.items() if v > 0}) for prof, mix in mixes.items()}
+    gates = gate_profiles(delivered, floors)
+    return {
+        prof: {"mix": {k: round(v, 4) for k, v in mixes[prof].items()},
+               "delivered": {k: round(x, 4) for k, x in delivered[prof].items()},
+               "floors": floors.profile(prof), "gate": {"status": g.status, "failed": list(g.failed)}}
+        for prof, g in gates.items()
+    }
+
+
 __all__ = [
     "BundleEval", "EdgeError", "EvalConfig", "OrtModel", "VariantEval", "apply_to_manifest", "check_floors",
-    "evaluate_bundle", "floors_from_dense", "open_bundle", "reference_variant", "score_variant",
+    "evaluate_bundle", "floors_from_dense", "gate_system", "open_bundle", "profile_mixes", "reference_variant",
+    "score_variant",
 ]

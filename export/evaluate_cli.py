@@ -2,7 +2,7 @@
 
     edge-eval --bundle DIR --set-floors            # once, before pruning: floors from the dense variant
     edge-eval --bundle DIR                         # score + gate every variant, write report and manifest
-    edge-eval --bundle DIR --mix shares.json       # gate the whole system per resource profile
+    edge-eval --bundle DIR --profiles laptop-battery,phone-low-battery   # gate the whole system per profile
 
 Floors default to DIR/floors.toml, the report to DIR/eval/. Errors print one line and exit 2.
 """
@@ -25,8 +25,10 @@ from export.evaluate import (
     apply_to_manifest,
     evaluate_bundle,
     floors_from_dense,
+    gate_system,
+    profile_mixes,
 )
-from export.floors import Floors, delivered_quality, gate_profiles
+from export.floors import Floors
 from export.report import cheapest_passing, write_report
 from export.scoring import CHOICE_METRICS
 from export.suite import DEFAULT_SUITE, SLICES, load_suite
@@ -46,15 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"floors TOML to gate on, or to write with --set-floors (default: BUNDLE/{FLOORS_FILE})")
     p.add_argument("--set-floors", action="store_true",
                    help="evaluate the dense variant only and write floors from it (margins: export/floors.py)")
+    p.add_argument("--profiles", default=None,
+                   help="comma-separated resource profiles (names or TOML paths): replay each with edge-sim and "
+                   "gate the quality the controller delivers per slice on the per-profile floors; scores nothing")
+    p.add_argument("--controller", default="rule", help="controller for --profiles, as edge-sim names it (default: rule)")
     p.add_argument("--mix", type=Path, default=None,
-                   help='JSON {profile: {variant: share}} (e.g. from edge-sim): gate delivered per-slice quality '
-                   "per profile from the manifest's scores; scores nothing")
+                   help="instead of --profiles: JSON {profile: {variant: share}} of requests each variant served")
     p.add_argument("--report", type=Path, default=None, help=f"report directory (default: BUNDLE/{REPORT_DIR})")
     p.add_argument("--windows", type=int, default=EvalConfig.windows,
                    help="held-out windows of 512 tokens for perplexity (default: %(default)s = 30,720 tokens)")
     p.add_argument("--choice-metric", choices=CHOICE_METRICS, default=EvalConfig.choice_metric,
                    help="sum: total option log-prob (lm-eval acc); norm: per character (acc_norm) (default: %(default)s)")
-    p.add_argument("--limit", type=int, default=None, help="first N cases per slice (smoke runs; not with --set-floors)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="first N cases per slice: a smoke run that writes the report but not the manifest "
+                   "(not with --set-floors)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -69,30 +76,27 @@ def _print_table(result: BundleEval) -> None:
         print(v.name[:17].ljust(18) + row + "  " + gate)
 
 
-def _mix(args: argparse.Namespace, floors_path: Path) -> int:
+def _system(args: argparse.Namespace, floors_path: Path) -> int:
     manifest = read_manifest(args.bundle)
-    try:
-        mixes = json.loads(args.mix.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise EvalError(f"--mix {str(args.mix)!r}: cannot read it as JSON ({e}); give {{profile: {{variant: share}}}}") from e
-    if not isinstance(mixes, dict) or not all(isinstance(v, dict) for v in mixes.values()):
-        raise EvalError(f"--mix {str(args.mix)!r}: expected {{profile: {{variant: share}}}}, got {str(mixes)[:80]}")
-    scores = {v.name: v.quality.scores for v in manifest.variants if v.quality.scores}
-    if not scores:
-        raise EvalError(f"bundle {str(args.bundle)!r} has no scores yet; run edge-eval --bundle DIR first")
     floors = Floors.from_toml(floors_path)
-    delivered = {prof: delivered_quality(scores, mix) for prof, mix in mixes.items()}
-    gates = gate_profiles(delivered, floors)
-    out = {prof: {"delivered": {k: round(x, 4) for k, x in delivered[prof].items()}, "floors": floors.profile(prof),
-                  "gate": {"status": g.status, "failed": list(g.failed)}} for prof, g in gates.items()}
+    if args.mix is not None:
+        try:
+            mixes = json.loads(args.mix.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise EvalError(f"--mix {str(args.mix)!r}: cannot read it as JSON ({e}); give {{profile: {{variant: share}}}}") from e
+        if not isinstance(mixes, dict) or not all(isinstance(v, dict) for v in mixes.values()):
+            raise EvalError(f"--mix {str(args.mix)!r}: expected {{profile: {{variant: share}}}}, got {str(mixes)[:80]}")
+    else:
+        mixes = profile_mixes(args.bundle, [p for p in args.profiles.split(",") if p], args.controller)
+    out = gate_system(manifest, mixes, floors)
     print(json.dumps(out, indent=2))
-    return 0 if all(g.status == "pass" for g in gates.values()) else 1
+    return 0 if all(x["gate"]["status"] == "pass" for x in out.values()) else 1
 
 
 def run(args: argparse.Namespace) -> int:
     floors_path = args.floors or args.bundle / FLOORS_FILE
-    if args.mix is not None:
-        return _mix(args, floors_path)
+    if args.mix is not None or args.profiles is not None:
+        return _system(args, floors_path)
     if args.windows < 1:
         raise EvalError(f"--windows must be >= 1, got {args.windows}")
     config = EvalConfig(windows=args.windows, choice_metric=args.choice_metric, limit=args.limit,
@@ -113,11 +117,15 @@ def run(args: argparse.Namespace) -> int:
         logging.warning("no floors file at %s: scoring without a gate (write one with --set-floors)", floors_path)
     result = evaluate_bundle(args.bundle, suite, floors, config)
     report = write_report(result, args.report or args.bundle / REPORT_DIR)
-    apply_to_manifest(args.bundle, result)
+    if args.limit is None:
+        apply_to_manifest(args.bundle, result)
     _print_table(result)
     if floors is not None:
         print(f"cheapest variant passing every floor: {cheapest_passing(result) or 'none'}")
-    print(f"wrote {report}/report.md and the manifest's quality and gate")
+    if args.limit is None:
+        print(f"wrote {report}/report.md and the manifest's quality and gate")
+    else:  # scores over part of the suite must not become what the controller and the runtime read
+        print(f"wrote {report}/report.md; --limit run: the manifest was left as it was")
     return 0
 
 

@@ -25,12 +25,11 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from edge_runtime.bundle import Gate, atomic_write_text
 from edge_runtime.errors import EvalError
@@ -279,7 +278,7 @@ def set_floors(
         version=(previous.version + 1) if previous else 1,
         suite_version=suite_version,
         model=model,
-        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         dense={k: round(float(v), 4) for k, v in dense.items() if k in DIMENSIONS},
         margins=margins,
         rule={k: float(v) for k, v in rule.__dict__.items()},

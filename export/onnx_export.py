@@ -249,7 +249,7 @@ def build(
     window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
     residual: str | None = None
     pending = h  # output of the previous block, to be added to the residual stream
-    for i, (layer, shape) in enumerate(zip(inner.layers, info.layers)):
+    for i, (layer, shape) in enumerate(zip(inner.layers, info.layers, strict=True)):
         p = f"/model/layers.{i}"
         a, m = layer.self_attn, layer.mlp
         # input norm (+ residual add from the previous layer)
@@ -279,11 +279,11 @@ def build(
         o = _linear(g, f"{p}/attn/o_proj", f"model.layers.{i}.attn.o_proj", attn_out, a.o_proj)
         x, residual = _norm(g, f"{p}/post_attention_layernorm", o, residual, _np(layer.post_attention_layernorm.weight), eps)
         # MLP: gate and up in one MatMul, SiLU(gate) * up, down
-        I = shape.intermediate
+        inter = shape.intermediate
         w_gu = np.concatenate([_np(m.gate_proj.weight), _np(m.up_proj.weight)], axis=0).T  # [H, 2I]
         (gu,) = g.node("MatMul", [x, g.weight(f"model.layers.{i}.mlp.gate_up_proj.weight", w_gu)],
                        [f"{p}/mlp/gate_up_proj/output"], f"{p}/mlp/gate_up_proj/MatMul")
-        gate, up = g.node("Split", [gu, g.const(np.array([I, I], np.int64))], [f"{p}/mlp/gate", f"{p}/mlp/up"],
+        gate, up = g.node("Split", [gu, g.const(np.array([inter, inter], np.int64))], [f"{p}/mlp/gate", f"{p}/mlp/up"],
                           f"{p}/mlp/Split", axis=-1)
         (act,) = g.node("QuickGelu", [gate], [f"{p}/mlp/act/output"], f"{p}/mlp/act/QuickGelu", domain=MS_DOMAIN, alpha=1.0)
         (prod,) = g.node("Mul", [act, up], [f"{p}/mlp/mul/output"], f"{p}/mlp/Mul")

@@ -34,33 +34,43 @@ COLUMNS = ("common", "edge", "adversarial", "multilingual", "format", "instructi
 # --------------------------------------------------------------------------- analysis
 
 
-def slice_drops(result: BundleEval) -> dict[str, dict[str, dict[str, float]]]:
+def slice_drops(result: BundleEval, choice_only: bool = False) -> dict[str, dict[str, dict[str, float]]]:
     """Per variant and slice: dense - variant accuracy, cases lost and gained, and 2 SE of the drop.
 
     The two runs see the same cases, so the drop's standard error comes from the paired
-    disagreements: SE = sqrt(lost + gained - (lost - gained)^2 / n) / n.
+    disagreements: SE = sqrt(lost + gained - (lost - gained)^2 / n) / n. `share_lost` is
+    the drop over the dense model's accuracy above chance (dense - chance): a slice the
+    dense model barely clears cannot drop far in absolute terms, so absolute drops alone
+    would make the hard slices look robust. `choice_only` keeps the log-likelihood cases
+    (no generation, so no format or instruction effects).
     """
     dense = {c.id: c for c in result.variant(result.reference).cases}
+    ch = chance(result, choice_only)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for v in result.variants:
         if v.name == result.reference:
             continue
         per: dict[str, dict[str, float]] = {}
         for s in SLICES:
-            pairs = [(dense[c.id].correct, c.correct) for c in v.cases if c.slice == s and c.id in dense]
+            pairs = [(dense[c.id].correct, c.correct) for c in v.cases
+                     if c.slice == s and c.id in dense and (c.type == "choice" or not choice_only)]
             if not pairs:
                 continue
             n = len(pairs)
             lost = sum(1 for d, x in pairs if d and not x)
             gained = sum(1 for d, x in pairs if x and not d)
             var = max(lost + gained - (lost - gained) ** 2 / n, 0.0)
-            per[s] = {"drop": (lost - gained) / n, "lost": lost, "gained": gained, "n": n, "two_se": 2 * math.sqrt(var) / n}
+            above = sum(1 for d, _ in pairs if d) / n - ch.get(s, 0.0)
+            drop = (lost - gained) / n
+            per[s] = {"drop": drop, "lost": lost, "gained": gained, "n": n, "two_se": 2 * math.sqrt(var) / n,
+                      "share_lost": drop / above if above > 0.05 else math.nan}
         out[v.name] = per
     return out
 
 
 def tail_verdict(drops: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Whether each tail slice dropped more than `common`, and whether by more than the noise."""
+    """Whether each tail slice dropped more than `common`: in accuracy points (with whether the
+    gap exceeds two standard errors) and as a share of the accuracy above chance."""
     if "common" not in drops:
         return {}
     c = drops["common"]
@@ -71,7 +81,10 @@ def tail_verdict(drops: dict[str, dict[str, float]]) -> dict[str, Any]:
         d = drops[s]
         gap = d["drop"] - c["drop"]
         noise = math.sqrt((d["two_se"] / 2) ** 2 + (c["two_se"] / 2) ** 2) * 2
-        out[s] = {"minus_common": round(gap, 4), "two_se": round(noise, 4), "more": gap > 0, "beyond_noise": gap > noise}
+        share_gap = d["share_lost"] - c["share_lost"]
+        out[s] = {"minus_common": round(gap, 4), "two_se": round(noise, 4), "more": gap > 0, "beyond_noise": gap > noise,
+                  "share_minus_common": None if math.isnan(share_gap) else round(share_gap, 4),
+                  "more_share": bool(share_gap > 0)}
     return out
 
 
@@ -92,10 +105,11 @@ def per_language(result: BundleEval, v: VariantEval) -> dict[str, float]:
     return {k: round(sum(x) / len(x), 4) for k, x in sorted(acc.items())}
 
 
-def chance(result: BundleEval) -> dict[str, float]:
+def chance(result: BundleEval, choice_only: bool = False) -> dict[str, float]:
+    """Per-slice accuracy of uniform guessing (generation cases count 0)."""
     out = {}
     for s in SLICES:
-        cs = result.suite.slice(s)
+        cs = [c for c in result.suite.slice(s) if c.type == "choice" or not choice_only]
         if cs:
             out[s] = round(sum(c.chance for c in cs) / len(cs), 4)
     return out
@@ -131,14 +145,22 @@ def report_dict(result: BundleEval, cases: bool = True) -> dict[str, Any]:
         },
         "chance": chance(result),
         "variants": variants,
-        "drops": drops,
+        "drops": {v: {sl: {k: _fin(x) if isinstance(x, float) else x for k, x in d.items()} for sl, d in per.items()}
+                  for v, per in drops.items()},
         "tail_vs_common": {name: tail_verdict(d) for name, d in drops.items()},
+        "choice_drops": {v: {sl: {k: _fin(x) if isinstance(x, float) else x for k, x in d.items()} for sl, d in per.items()}
+                         for v, per in slice_drops(result, choice_only=True).items()},
+        "choice_tail_vs_common": {name: tail_verdict(d) for name, d in slice_drops(result, choice_only=True).items()},
         "cheapest_passing": cheapest_passing(result),
     }
 
 
 def _fin(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.0%}"
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -158,7 +180,9 @@ def report_markdown(result: BundleEval) -> str:
     lines = [
         f"# Evaluation: {m.model.source}",
         "",
-        f"- bundle: `{result.bundle}`; reference (dense): `{result.reference}`",
+        f"- bundle: `{result.bundle}`"
+        + (f" (recipe `{m.extra['recipe']}`)" if isinstance(m.extra.get("recipe"), str) else "")
+        + f"; reference (dense): `{result.reference}`",
         f"- suite {result.suite.version}: {len(result.suite.cases)} cases"
         + (f" (first {result.config.limit} per slice)" if result.config.limit else ""),
         f"- choice cases scored by `{result.config.choice_metric}` log-likelihood; held-out perplexity over "
@@ -199,27 +223,36 @@ def report_markdown(result: BundleEval) -> str:
         lines.append(f"**{best}**: latency {ev.scores.get('latency', float('nan')):.2f}× and size "
                      f"{ev.scores.get('size', float('nan')):.2f}× of dense.")
 
-    drops = slice_drops(result)
-    if drops:
+    for title, drops in (("Drop per slice from dense", slice_drops(result)),
+                         ("Drop per slice from dense, choice cases only", slice_drops(result, choice_only=True))):
+        if not drops:
+            continue
         lines += [
-            "", "## Drop per slice from dense", "",
-            "Dense accuracy minus the variant's (positive = the variant is worse), with cases lost/gained "
-            "against dense on the same cases and ± two paired standard errors.",
+            "", f"## {title}", "",
+            "Dense accuracy minus the variant's (positive = the variant is worse) ± two paired standard "
+            "errors, the cases lost/gained against dense on the same cases, and in brackets the share of the "
+            "dense model's accuracy above chance that was lost (the fair comparison between slices that start "
+            "at different heights)." if "only" not in title else
+            "The same on the log-likelihood cases alone: no generation, so the collapse of format and "
+            "instruction following (which weighs most on `common`, where most generation cases are) is left out.",
             "",
-            "| variant | " + " | ".join(s for s in SLICES) + " | tail slices lose more than common? |",
+            "| variant | " + " | ".join(s for s in SLICES) + " | tail loses more than common: points / share |",
             "|---|" + "---|" * len(SLICES) + "---|",
         ]
         for name, per in drops.items():
             cells = [
-                f"{per[s]['drop']:+.3f} ±{per[s]['two_se']:.3f} (−{per[s]['lost']}/+{per[s]['gained']})" if s in per else "–"
+                f"{per[s]['drop']:+.3f} ±{per[s]['two_se']:.3f} (−{per[s]['lost']}/+{per[s]['gained']}) "
+                f"[{_pct(per[s]['share_lost'])}]" if s in per else "–"
                 for s in SLICES
             ]
             verdict = tail_verdict(per)
             words = ", ".join(
-                f"{s}: {'yes' if x['more'] else 'no'}{' (beyond noise)' if x['beyond_noise'] else ''}"
+                f"{s}: {'yes' if x['more'] else 'no'}{'*' if x['beyond_noise'] else ''} / "
+                f"{'yes' if x['more_share'] else 'no'}"
                 for s, x in verdict.items()
             )
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {words} |")
+        lines += ["", "\\* the gap to common exceeds two standard errors."]
 
     ch = chance(result)
     dense = result.variant(result.reference)
@@ -285,6 +318,41 @@ def plot(result: BundleEval, path: str | Path) -> None:
 # --------------------------------------------------------------------------- files
 
 
+def load_report(path: str | Path, bundle_dir: str | Path | None = None) -> BundleEval:
+    """Rebuild an evaluation from its `report.json` (with per-case results), to rewrite the
+    report without scoring again. The bundle and the suite file it names must still be there."""
+    from edge_runtime.bundle import Gate, read_manifest
+    from export.evaluate import EvalConfig
+    from export.floors import Floors
+    from export.scoring import CaseResult
+    from export.suite import load_suite
+
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        bundle = str(bundle_dir or d["bundle"])
+        suite = load_suite(d["suite"]["path"])
+        if suite.version != d["suite"]["version"]:
+            raise EvalError(f"{path}: scored on suite {d['suite']['version']!r}, the suite file is now {suite.version!r}")
+        fl = d["floors"]
+        floors = None if fl is None else Floors(
+            floors=fl["floors"], ceilings=fl["ceilings"], profiles=fl["profiles"], version=fl["version"],
+            suite_version=fl["suite_version"], path=fl["path"],
+        )
+        variants = tuple(
+            VariantEval(
+                e["name"], e["scores"], math.inf if e["perplexity"] is None else e["perplexity"],
+                tuple(CaseResult.from_dict(c) for c in e["cases"]), e["choice"], e["latency_ms"], e["file_bytes"],
+                Gate(e["gate"]["status"], tuple(e["gate"]["failed"]), {} if floors is None else {"floors_version": floors.version}),
+                e["seconds"],
+            )
+            for e in (v["eval"] for v in d["variants"])
+        )
+        return BundleEval(bundle, read_manifest(bundle), suite, EvalConfig(**d["config"]), variants, d["reference"],
+                          floors, d["latency_source"], d["heldout_tokens"])
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise EvalError(f"{path}: not a report.json with per-case results ({type(e).__name__}: {e})") from e
+
+
 def write_report(result: BundleEval, out_dir: str | Path) -> Path:
     """Write report.md, report.json and quality_vs_cost.png into `out_dir`, all or nothing.
 
@@ -306,4 +374,5 @@ def write_report(result: BundleEval, out_dir: str | Path) -> Path:
     return out
 
 
-__all__ = ["DIMENSIONS", "cheapest_passing", "plot", "report_dict", "report_markdown", "slice_drops", "tail_verdict", "write_report"]
+__all__ = ["DIMENSIONS", "cheapest_passing", "load_report", "plot", "report_dict", "report_markdown", "slice_drops",
+           "tail_verdict", "write_report"]

@@ -126,6 +126,12 @@ class CaseResult:
             "correct": self.correct, "format_ok": self.format_ok, "output": self.output, **self.detail,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CaseResult:
+        known = ("id", "slice", "type", "tags", "correct", "format_ok", "output")
+        return cls(d["id"], d["slice"], d["type"], tuple(d["tags"]), d["correct"], d["format_ok"], d["output"],
+                   {k: v for k, v in d.items() if k not in known})
+
 
 # --------------------------------------------------------------------------- choice
 

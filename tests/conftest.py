@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime.bundle import read_manifest
+from edge_runtime.catalog import VariantCatalog
+from edge_runtime.synthetic import write_synthetic_bundle
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # The variants of the shared tiny bundle: one of each kind the runtime must handle.
@@ -41,3 +45,14 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real bundle exported from the tiny model, shared by the whole session: do not modify it
     (copy it with `shutil.copytree` first)."""
     return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    """A manifest-only synthetic bundle: 5 variants, one failing its gate, harness scores."""
+    return write_synthetic_bundle(tmp_path / "bundle", "small")
+
+
+@pytest.fixture
+def catalog(bundle: Path) -> VariantCatalog:
+    return VariantCatalog.from_manifest(read_manifest(bundle))

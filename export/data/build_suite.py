@@ -20,10 +20,13 @@ import random
 from pathlib import Path
 from typing import Any
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 CHANGELOG = [
     {"version": "1.0.0", "changes": "First suite: 4 slices (common, edge, adversarial, multilingual in fr/es/de/sw), "
      "choice / exact / regex / json / list cases, instruction and format tags."},
+    {"version": "1.1.0", "changes": "JSON cases give the shape to fill in (the dense 135M model wrote Python "
+     "code when asked for keys by name); five common instruction cases added (one-word yes/no, one sentence, "
+     "a four-line poem, a one-line title, hello in French). Floors set on 1.0.0 must be set again."},
 ]
 
 CASES: list[dict[str, Any]] = []
@@ -207,14 +210,25 @@ gen("common", "common-list-days", "list", "List the first three days of the week
 gen("common", "common-list-vegetables", "list", "Give me a list of five vegetables.",
     n=5, max_new_tokens=60)
 gen("common", "common-json-person", "json",
-    'Return only a JSON object with the keys "name" and "age" for a person called Ana who is 30 years old.',
+    'Give a JSON object for a person named Ana, age 30, like {"name": "...", "age": ...}.',
     keys=["name", "age"], expect={"name": "Ana", "age": 30}, tags=("instruction",), max_new_tokens=40)
 gen("common", "common-json-city", "json",
-    'Give a JSON object with the keys "city" and "country" for Paris. Output only the JSON.',
+    'Fill in this JSON for the city Paris in France: {"city": "", "country": ""}',
     keys=["city", "country"], expect={"city": "Paris", "country": "France"}, tags=("instruction",), max_new_tokens=40)
 gen("common", "common-json-book", "json",
-    'Create a JSON object describing a book, with the keys "title" and "author". Reply with JSON only.',
+    'Fill in this JSON for the book "Treasure Island" by Robert Louis Stevenson: {"title": "", "author": ""}',
     keys=["title", "author"], max_new_tokens=48)
+gen("common", "common-inst-yesno-03", "regex", "Is the sun hot? Reply with one word: yes or no.",
+    pattern=r"(?i)^\W*(yes|no)\W*$", tags=("instruction", "format"), max_new_tokens=6,
+    note="scores obeying the one-word format, not the truth of the answer")
+gen("common", "common-inst-sentence", "regex", "Write one sentence about cats.",
+    pattern=r"^[^.!?\n]+[.!?]\s*$", tags=("instruction",), max_new_tokens=40)
+gen("common", "common-inst-poem", "list", "Write a four-line poem about rain.", n=4, tags=("instruction",),
+    max_new_tokens=64)
+gen("common", "common-inst-title", "regex", "Write a short title for a story about a lost dog.",
+    pattern=r"^[^\n]{3,60}$", tags=("instruction",), max_new_tokens=24)
+gen("common", "common-inst-french", "regex", "Say hello in French.", pattern=r"(?i)\bbonjour\b",
+    tags=("instruction",), max_new_tokens=16)
 
 # =========================================================================== edge
 # Rare entities.
@@ -354,7 +368,7 @@ gen("edge", "edge-long-list-01", "list",
     f"{PASSAGES[5][0]}\n\nList the three plants grown in the roof garden, one per line.", n=3,
     contains=("tomato", "bean", "sunflower"), max_new_tokens=40)
 gen("edge", "edge-json-01", "json",
-    f"{PASSAGES[1][0]}\n\nReturn a JSON object with the keys \"year\" and \"arches\" for the bridge. Output only the JSON.",
+    f"{PASSAGES[1][0]}\n\nFill in this JSON about the bridge: {{\"year\": 0, \"arches\": 0}}",
     keys=["year", "arches"], expect={"year": 1887, "arches": 5}, max_new_tokens=40)
 
 # =========================================================================== adversarial
@@ -461,10 +475,10 @@ gen("adversarial", "adv-trap-noword", "regex",
     "Without using the word 'yellow', describe the color of a banana in at most five words.",
     pattern=r"(?is)^(?!.*yellow).+$", tags=("instruction",), max_new_tokens=16)
 gen("adversarial", "adv-trap-json-object", "json",
-    'Return a JSON object (not a list) with one key "colors" holding a list of three colors. Output only JSON.',
+    'Return a JSON object, not a list, shaped like {"colors": ["...", "...", "..."]}, holding three colors.',
     keys=["colors"], tags=("instruction",), max_new_tokens=40)
 gen("adversarial", "adv-trap-json-number", "json",
-    'Return only the JSON object {"answer": N} where N is the number of legs of a dog, as a number.',
+    'Fill in this JSON with the number of legs of a dog, as a number, not a string: {"answer": 0}',
     keys=["answer"], expect={"answer": 4}, tags=("instruction",), max_new_tokens=20)
 gen("adversarial", "adv-trap-list-exact", "list",
     "Name exactly two oceans, one per line, and nothing else.", n=2, tags=("instruction",), max_new_tokens=24)

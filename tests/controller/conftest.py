@@ -1,4 +1,4 @@
-"""Fixtures for the training-side tests: synthetic bundles, short profiles, a tiny training config."""
+"""Fixtures for the training-side tests: short profiles, a tiny training config (bundles: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from pathlib import Path
 import pytest
 
 from controller.train import TrainConfig
-from edge_runtime.bundle import read_manifest
-from edge_runtime.catalog import VariantCatalog
-from edge_runtime.synthetic import write_synthetic_bundle
 
 PROFILE = """
 name = "{name}"
@@ -32,16 +29,6 @@ deadline_s = 8.0
 
 # a few gradient steps: mechanics, not performance
 TINY = TrainConfig(timesteps=512, n_envs=2, n_steps=128, batch_size=64, n_epochs=2, net_arch=(16, 16))
-
-
-@pytest.fixture
-def bundle(tmp_path: Path) -> Path:
-    return write_synthetic_bundle(tmp_path / "bundle", "small")
-
-
-@pytest.fixture
-def catalog(bundle: Path) -> VariantCatalog:
-    return VariantCatalog.from_manifest(read_manifest(bundle))
 
 
 @pytest.fixture

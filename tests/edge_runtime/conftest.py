@@ -1,5 +1,5 @@
-"""Fixtures of the device-side tests: synthetic bundles (manifest only), small profiles,
-a scripted policy and runtimes over the shared tiny bundle."""
+"""Fixtures of the device-side tests: a short profile, a scripted policy and runtimes over
+the shared tiny bundle (synthetic bundles: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edge_runtime.bundle import read_manifest
-from edge_runtime.catalog import VariantCatalog
 from edge_runtime.observation import DeviceState
 from edge_runtime.runtime import Runtime
 from edge_runtime.signals import StaticSource
-from edge_runtime.synthetic import write_synthetic_bundle
 
 SHORT_PROFILE = """
 name = "short"
@@ -37,17 +34,6 @@ thermal_time_constant_s = 60.0
 rate_per_s = 0.2
 deadline_s = 8.0
 """
-
-
-@pytest.fixture
-def bundle(tmp_path: Path) -> Path:
-    """A 5-variant synthetic bundle (one fails its gate), harness scores included."""
-    return write_synthetic_bundle(tmp_path / "bundle", "small")
-
-
-@pytest.fixture
-def catalog(bundle: Path) -> VariantCatalog:
-    return VariantCatalog.from_manifest(read_manifest(bundle))
 
 
 @pytest.fixture

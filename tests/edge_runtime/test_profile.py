@@ -110,7 +110,5 @@ def test_find_by_name_path_and_env(tmp_path, monkeypatch):
 
 def test_to_json_round_trips(tmp_path):
     p = load_profile("scripted-day")
-    import tomllib  # noqa: F401  (3.11+, as the loader)
-
     again = Profile.from_dict(json.loads(p.to_json()))
     assert again.device == p.device and again.workload == p.workload and again.events == p.events

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -123,6 +124,9 @@ def test_report_summary_keys(cat):
                                    "p95_latency_s", "energy_wh", "battery_end", "throttled_s", "failed",
                                    "variant_share"]
     assert sum(rep.variant_share.values()) == pytest.approx(1.0)
+    # plain Python types: strict JSON, as manifests and results files need
+    assert json.loads(json.dumps(rep.summary(), allow_nan=False)) == rep.summary()
+    assert all(type(v) in (float, int, dict) for v in rep.summary().values())
     assert rep.decision_reasons and all(k == "rule" for k in rep.decision_reasons)
 
 

@@ -80,20 +80,16 @@ def bigram_onnx(path: Path, table: np.ndarray, kv_heads: Sequence[int] = (2, 1),
     inputs = [helper.make_tensor_value_info("input_ids", i64, ["batch", "seq"]),
               helper.make_tensor_value_info("attention_mask", i64, ["batch", "total"])]
     outputs = [helper.make_tensor_value_info("logits", f, ["batch", "seq", v])]
-    inits = [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.asarray([1, 3], dtype=np.int64), "axes")]
-    nodes = [
-        helper.make_node("Gather", ["table", "input_ids"], ["logits"], axis=0),
-        helper.make_node("Cast", ["input_ids"], ["ids_f"], to=f),
-        helper.make_node("Unsqueeze", ["ids_f", "axes"], ["ids_4d"]),  # [B, 1, S, 1]
-    ]
+    inits = [numpy_helper.from_array(table, "table")]
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["logits"], axis=0)]  # [B, S, V]
     for layer, kv in enumerate(kv_heads):
-        inits.append(numpy_helper.from_array(np.ones((1, kv, 1, head_dim), dtype=np.float32), f"ones{layer}"))
-        nodes.append(helper.make_node("Mul", ["ids_4d", f"ones{layer}"], [f"new{layer}"]))  # [B, kv, S, D]
         for kind in ("key", "value"):
+            # The runtime's decoder binds past and present to one preallocated buffer (as
+            # GroupQueryAttention updates it in place), so present has past's shape here.
             past, present = f"past_key_values.{layer}.{kind}", f"present.{layer}.{kind}"
             inputs.append(helper.make_tensor_value_info(past, f, ["batch", kv, "past", head_dim]))
-            outputs.append(helper.make_tensor_value_info(present, f, ["batch", kv, "total", head_dim]))
-            nodes.append(helper.make_node("Concat", [past, f"new{layer}"], [present], axis=2))
+            outputs.append(helper.make_tensor_value_info(present, f, ["batch", kv, "past", head_dim]))
+            nodes.append(helper.make_node("Identity", [past], [present]))
     graph = helper.make_graph(nodes, "bigram", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
