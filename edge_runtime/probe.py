@@ -41,23 +41,27 @@ def peak_rss_mb() -> float:
 
 
 def measure(path: str | Path, threads: int | None = None, prompt_tokens: int = PROMPT_TOKENS,
-            decode_tokens: int = DECODE_TOKENS, repeats: int = 3) -> dict[str, float]:
-    """Cost of the variant at `path`, best of `repeats` (the minimum is the least noisy estimate)."""
+            decode_tokens: int = DECODE_TOKENS, repeats: int = 3, spin: bool = False) -> dict[str, float]:
+    """Cost of the variant at `path` through the runtime's own decoder, best of `repeats`.
+
+    The minimum is the least noisy estimate on a shared machine. `spin` matches the
+    runtime's setting (RuntimeConfig.spin, off by default).
+    """
     t0 = time.perf_counter()
-    s = VariantSession(path, threads=threads)
+    s = VariantSession(path, threads=threads, spin=spin)
     load_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
-    prompt = rng.integers(0, s.vocab, size=(1, prompt_tokens), dtype=np.int64)
+    prompt = rng.integers(0, s.vocab, size=prompt_tokens, dtype=np.int64)
+    dec = s.decoder(capacity=prompt_tokens + decode_tokens + 1, prefill_chunk=max(prompt_tokens, 1))
     prefill, decode = [], []
     for _ in range(repeats):
+        dec.reset()
         t = time.perf_counter()
-        logits, past = s.forward(prompt)
+        logits = dec.prefill(prompt)
         prefill.append(time.perf_counter() - t)
-        token = np.array([[int(logits[0, -1].argmax())]], np.int64)
         t = time.perf_counter()
         for _ in range(decode_tokens):
-            logits, past = s.forward(token, past)
-            token = np.array([[int(logits[0, -1].argmax())]], np.int64)
+            logits = dec.step(int(logits.argmax()))
         decode.append(time.perf_counter() - t)
     return {
         "prefill_ms_per_token": 1000 * min(prefill) / prompt_tokens,
@@ -66,6 +70,7 @@ def measure(path: str | Path, threads: int | None = None, prompt_tokens: int = P
         "load_s": load_s,
         "threads": s.session.get_session_options().intra_op_num_threads,
         "prompt_tokens": prompt_tokens,
+        "spin": spin,
     }
 
 

@@ -16,6 +16,7 @@ prompt and new-token counts are clipped to the bundle's context length.
 
 from __future__ import annotations
 
+from edge_runtime.catalog import VariantCatalog
 from edge_runtime.request import Result
 from edge_runtime.runtime import Runtime
 from edge_runtime.simulator import Generation
@@ -33,12 +34,16 @@ class RuntimeBackend:
     Args:
         runtime: an open runtime over the bundle the simulator's catalog was built from.
         include_load: count a cold variant's load time as compute (a real device pays it).
+        catalog: when given, each request also records what the manifest's costs predicted,
+            so that `calibration()` can compare the simulation with the runtime.
     """
 
-    def __init__(self, runtime: Runtime, include_load: bool = True) -> None:
+    def __init__(self, runtime: Runtime, include_load: bool = True, catalog: VariantCatalog | None = None) -> None:
         self.runtime = runtime
         self.include_load = include_load
+        self.catalog = catalog
         self.results: list[Result] = []
+        self.work: list[tuple[int, float, float]] = []  # (variant, predicted s, measured s)
         self._text = runtime.tokenizer.encode(PASSAGE, add_special_tokens=False)
 
     def prompt(self, n: int) -> list[int]:
@@ -54,4 +59,19 @@ class RuntimeBackend:
         self.results.append(r)
         t = r.timings
         work = t.prefill_s + t.decode_s + (t.load_s if self.include_load else 0.0)
+        if self.catalog is not None:
+            self.work.append((variant, self.catalog.work_s(variant, prompt, t.completion_tokens), work))
         return Generation(work_s=work, new_tokens=t.completion_tokens)
+
+    def calibration(self) -> dict[str, dict[str, float]]:
+        """Per variant served: requests, predicted and measured compute seconds, and their ratio."""
+        out: dict[str, dict[str, float]] = {}
+        names = self.runtime.manifest.names
+        for variant, predicted, measured in self.work:
+            row = out.setdefault(names[variant], {"requests": 0, "predicted_s": 0.0, "measured_s": 0.0})
+            row["requests"] += 1
+            row["predicted_s"] += predicted
+            row["measured_s"] += measured
+        for row in out.values():
+            row["measured_over_predicted"] = row["measured_s"] / row["predicted_s"] if row["predicted_s"] else 0.0
+        return out

@@ -78,3 +78,22 @@ def test_edge_runtime_never_imports_offline_tooling(bundle):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
+
+
+def test_runtime_replay_checks_simulation_against_real_generation(tiny_bundle, short_profile, capsys):
+    """--runtime generates every request with onnxruntime and compares with the manifest's prices."""
+    code = main(["--bundle", str(tiny_bundle), "--profile", str(short_profile), "--controller", "rule",
+                 "--runtime", "--limit", "3", "--json", "--threads", "1"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"simulated", "runtime", "calibration"}
+    assert out["simulated"]["variant_share"].keys() == out["runtime"]["variant_share"].keys()
+    served = sum(row["requests"] for row in out["calibration"].values())
+    assert served == 3
+    for row in out["calibration"].values():
+        assert row["measured_s"] > 0 and row["predicted_s"] > 0
+
+
+def test_runtime_replay_limit_must_be_positive(tiny_bundle, capsys):
+    assert main(["--bundle", str(tiny_bundle), "--profile", "desk-plugged", "--runtime", "--limit", "0"]) == 2
+    assert "--limit must be >= 1, got 0" in capsys.readouterr().err
