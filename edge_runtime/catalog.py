@@ -60,9 +60,8 @@ def _dense_index(manifest: Manifest) -> int:
 
 
 def _slice_retention(scores: dict[str, float], ref: dict[str, float], wanted: Sequence[str]) -> float | None:
+    # only the named slices: other score keys (latency, size, ppl_retention) are not quality
     common = [s for s in wanted if s in scores and s in ref]
-    if not common:
-        common = sorted(set(scores) & set(ref))
     if not common:
         return None
     ref_mean = float(np.mean([ref[s] for s in common]))
