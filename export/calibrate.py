@@ -10,8 +10,9 @@ its statistics to a callback (the pruner), and produces the next layer's inputs:
 * one-pass: the outputs of the statistics pass (the dense layer) are used, which costs one
   forward per layer instead of two.
 
-Only one layer's activations are alive at a time (an input and an output buffer of
-[samples, seq, hidden] fp32), so memory grows with one layer, not with the depth.
+Only one layer's activations are alive at a time (one [samples, seq, hidden] fp32 buffer:
+mini-batches are independent, so each one's outputs overwrite its inputs), so memory grows
+with one layer, not with the depth.
 
 Statistics are per Linear *input*: q/k/v share `attn_in`, gate/up share `mlp_in`, and
 o_proj and down_proj have their own (`o_in`, `down_in`). Each is collected at most once
@@ -213,6 +214,7 @@ class PeakRSS:
     def __init__(self, interval_s: float = 0.02) -> None:
         self.interval_s = interval_s
         self.peak_mb = 0.0
+        self.start_mb = 0.0
         self._proc = psutil.Process()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -227,7 +229,7 @@ class PeakRSS:
             self.sample()
 
     def __enter__(self) -> PeakRSS:
-        self.sample()
+        self.start_mb = self.sample()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="peak-rss")
         self._thread.start()
         return self
@@ -271,8 +273,8 @@ def _hooks(layer: nn.Module, needs: Needs, stats: LayerStats) -> Iterator[None]:
             h.remove()
 
 
-# callback(index, layer, stats) -> whether it modified the layer
-LayerCallback = Callable[[int, nn.Module, LayerStats], bool]
+# callback(index, layer, stats): may modify the layer in place
+LayerCallback = Callable[[int, nn.Module, LayerStats], None]
 
 
 @dataclass
@@ -368,13 +370,17 @@ class Calibrator:
             handle.remove()
         return x, kwargs  # type: ignore[return-value]
 
-    def _forward(self, layer: nn.Module, kw: dict[str, Any], x: torch.Tensor, y: torch.Tensor | None) -> None:
+    def _forward(self, layer: nn.Module, kw: dict[str, Any], x: torch.Tensor, write: bool) -> None:
+        """Run every mini-batch through `layer`; with `write`, outputs replace inputs in `x`.
+
+        Mini-batches are independent, so one buffer serves as input and output.
+        """
         for sl in self._batches():
             out = layer(x[sl], **kw)
             if isinstance(out, tuple):
                 out = out[0]
-            if y is not None:
-                y[sl] = out
+            if write:
+                x[sl] = out
 
     def run(
         self,
@@ -389,9 +395,10 @@ class Calibrator:
         Args:
             needs: statistic kinds per input (`{"down_in": {"sum", "xtx"}}`).
             on_layer: called as `on_layer(index, layer, stats)` after the statistics pass;
-                returns True if it changed the layer.
-            sequential: re-run a changed layer so the next one sees pruned activations;
-                False propagates the statistics pass's (unchanged layer's) outputs.
+                it may change the layer (prune it).
+            sequential: re-run the layer after `on_layer`, so the next one sees pruned
+                activations (two forwards per layer); False propagates the statistics
+                pass's outputs, those of the layer as it was (one forward).
             desc: progress-bar label.
             progress: show a tqdm bar (None: only on a terminal).
         """
@@ -401,24 +408,24 @@ class Calibrator:
         t0 = time.perf_counter()
         forwards = 0
         with PeakRSS() as rss, torch.inference_mode():
-            x, kwargs = self._capture()
-            y = torch.empty_like(x)
+            x, kwargs = self._capture()  # [n, L, H]: the one activation buffer
             bar = tqdm(range(len(self.layers)), desc=desc, unit="layer", disable=None if progress is None else not progress, leave=False)
             for i in bar:
                 layer = self.layers[i]
                 stats = LayerStats()
+                # sequential: keep the inputs for the re-run; one pass: the dense outputs
+                # are the next inputs whatever the callback does
                 with _hooks(layer, needs, stats):
-                    self._forward(layer, kwargs[i], x, y)
+                    self._forward(layer, kwargs[i], x, write=not sequential)
                 forwards += 1
-                changed = on_layer(i, layer, stats)
+                on_layer(i, layer, stats)
                 del stats
-                if changed and sequential:
-                    self._forward(layer, kwargs[i], x, y)
+                if sequential:
+                    self._forward(layer, kwargs[i], x, write=True)
                     forwards += 1
-                x, y = y, x
                 rss.sample()
             bar.close()
-            del x, y
+            del x
         seconds = time.perf_counter() - t0
         log.info("%s: %d layers, %d x %d tokens, %.1f s, peak RSS %.0f MB",
                  desc, len(self.layers), self.samples, self.seq_len, seconds, rss.peak_mb)
@@ -439,9 +446,8 @@ def collect_stats(
     cal = Calibrator(model, calib_ids, batch_size)
     kept: list[LayerStats] = []
 
-    def keep(_i: int, _layer: nn.Module, stats: LayerStats) -> bool:
+    def keep(_i: int, _layer: nn.Module, stats: LayerStats) -> None:
         kept.append(stats)
-        return False
 
     run = cal.run(needs, keep, sequential=False, desc="dense statistics", progress=progress)
     return DenseStats(kept, cal.samples, cal.seq_len, merge_needs(needs), run.seconds, run.peak_rss_mb)

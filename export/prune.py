@@ -35,6 +35,8 @@ from edge_runtime.errors import RecipeError
 from export import structured as st
 from export import unstructured as us
 from export.calibrate import (
+    HOOKED,
+    LINEAR_INPUTS,
     Calibrator,
     DenseStats,
     LayerStats,
@@ -69,9 +71,11 @@ class PruneConfig:
     owl_m: float = 5.0  # an outlier scores above owl_m x its layer's mean score
     owl_lambda: float = 0.08  # layer levels stay within level +- owl_lambda
     plan_samples: int = 16  # windows of the dense pre-pass that plans OWL / global allocation
+    bias_correction: bool = False  # unstructured: add the pruned weights' mean contribution (W - W')μ as a bias
     # SparseGPT
     block: int = 128  # columns per lazy-update block
     damp: float = 0.01  # Hessian dampening, share of its mean diagonal (also used by lstsq)
+    row_wise: bool = False  # choose each block's mask within output rows, not across the matrix
     # structured
     attn_share: float | None = None  # share of removed weights taken from heads; None: the scores decide
     allocation: str = "global"  # "global": per-layer amounts from standardized scores; "uniform"
@@ -97,6 +101,8 @@ class PruneConfig:
                     f"pattern {self.pattern!r} prunes {(m - n) / m:g} of the weights, but level is {self.level!r}; "
                     f"set level = {(m - n) / m:g}"
                 )
+        if self.bias_correction and structured:
+            raise RecipeError("bias_correction applies to unstructured methods; structured uses compensation=")
         if self.owl and structured:
             raise RecipeError("owl applies to unstructured methods; use allocation='global' for structured")
         for name, lo in (("samples", 1), ("seq_len", 2), ("batch_size", 1), ("plan_samples", 1), ("block", 1)):
@@ -174,8 +180,10 @@ class PruneReport:
     nonzero_params: int
     decoder_weights: int  # decoder Linear weights now (the denominator of sparsity is the dense count)
     decoder_weights_dense: int
-    seconds: float
+    seconds: float  # wall clock
+    cpu_seconds: float  # process CPU time (user + system, all threads): comparable on a busy machine
     peak_rss_mb: float  # process RSS, sampled while pruning (model included)
+    rss_before_mb: float  # process RSS when pruning began (the model, the loader's leftovers)
     calibration: dict[str, Any]  # samples, seq_len, layer forwards, seconds
     layers: list[LayerReport] = field(default_factory=list)
 
@@ -234,21 +242,41 @@ def _unstructured_plan(layers: list[nn.Module], infos: list[Any], cfg: PruneConf
     return [{p: counts[(i, p)] for p in s} for i, s in enumerate(sizes)]
 
 
+def _set_weight(lin: nn.Linear, w: torch.Tensor, stats: LayerStats | None, path: str, cfg: PruneConfig) -> None:
+    """Store the pruned weight; with `bias_correction` absorb the mean error in the bias."""
+    if cfg.bias_correction:
+        assert stats is not None
+        mu = stats.of(path).mean.double()  # [in]
+        delta = ((lin.weight.detach().double() - w.double()) @ mu).to(lin.weight.dtype)  # [out]
+        if lin.bias is None:
+            lin.bias = nn.Parameter(delta, requires_grad=lin.weight.requires_grad)
+        else:
+            lin.bias.data += delta
+    lin.weight.data.copy_(w)
+
+
 def _mask_pruner(scores: Callable[[torch.Tensor, LayerStats | None, str], torch.Tensor]) -> Callable[..., None]:
     def prune_layer(layer: nn.Module, stats: LayerStats | None, counts: dict[str, int], cfg: PruneConfig) -> None:
         for path, lin in layer_linears(layer).items():
-            w = lin.weight.data  # [out, in]
+            w = lin.weight.detach()  # [out, in]
             s = scores(w, stats, path)
             mask = us.nm_mask(s, *cfg.nm) if cfg.nm is not None else us.row_mask(s, counts[path])
-            w[mask] = 0.0
+            _set_weight(lin, w.masked_fill(mask, 0.0), stats, path, cfg)
     return prune_layer
 
 
 def _sparsegpt_layer(layer: nn.Module, stats: LayerStats | None, counts: dict[str, int], cfg: PruneConfig) -> None:
     assert stats is not None
-    for path, lin in layer_linears(layer).items():
-        w = us.sparsegpt(lin.weight.data, stats.of(path).hessian, counts[path], cfg.nm, cfg.block, cfg.damp)
-        lin.weight.data.copy_(w)
+    lins = layer_linears(layer)
+    for name in HOOKED:  # the Linears reading one input share its Hessian: one solve
+        paths = [p for p, i in LINEAR_INPUTS.items() if i == name]
+        st_in = stats[name]
+        # with bias correction the bias absorbs the mean error, so fit the covariance
+        h = st_in.cov if cfg.bias_correction else st_in.hessian
+        ws = us.sparsegpt([lins[p].weight for p in paths], h, [counts[p] for p in paths],
+                          cfg.nm, cfg.block, cfg.damp, cfg.row_wise)
+        for p, w in zip(paths, ws, strict=True):
+            _set_weight(lins[p], w, stats, p, cfg)
 
 
 def _structured_needs(cfg: PruneConfig) -> Needs:
@@ -273,16 +301,18 @@ def _structured_layer(layer: nn.Module, stats: LayerStats | None, cut: st.LayerC
     st.cut_layer(layer, cut, stats, cfg.score, cfg.head_mode, cfg.compensation, cfg.damp)
 
 
-def _no_needs(cfg: PruneConfig) -> Needs:
-    return {}
+def _with_bias(kinds: set[str]) -> Callable[[PruneConfig], Needs]:
+    def needs(cfg: PruneConfig) -> Needs:
+        return needs_for_all(frozenset(kinds | ({"sum"} if cfg.bias_correction else set()))) if kinds or cfg.bias_correction else {}
+    return needs
 
 
 PRUNERS: dict[str, Pruner] = {
-    "magnitude": Pruner(False, _no_needs, _owl_needs, _unstructured_info, _unstructured_plan,
+    "magnitude": Pruner(False, _with_bias(set()), _owl_needs, _unstructured_info, _unstructured_plan,
                         _mask_pruner(lambda w, s, p: us.magnitude_scores(w))),
-    "wanda": Pruner(False, lambda c: needs_for_all(frozenset({"sq"})), _owl_needs, _unstructured_info,
+    "wanda": Pruner(False, _with_bias({"sq"}), _owl_needs, _unstructured_info,
                     _unstructured_plan, _mask_pruner(lambda w, s, p: us.wanda_scores(w, s.of(p).norm))),
-    "sparsegpt": Pruner(False, lambda c: needs_for_all(frozenset({"xtx"})), _owl_needs, _unstructured_info,
+    "sparsegpt": Pruner(False, _with_bias({"xtx"}), _owl_needs, _unstructured_info,
                         _unstructured_plan, _sparsegpt_layer),
     "structured": Pruner(True, _structured_needs, _structured_plan_needs, _structured_info,
                          _structured_plan, _structured_layer),
@@ -349,7 +379,7 @@ def prune_model(
     layers = list(decoder_layers(model))
     dense = [sum(lin.weight.numel() for lin in layer_linears(layer).values()) for layer in layers]
     needs, plan_needs = pruner.needs(cfg), pruner.plan_needs(cfg)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     calib: dict[str, Any] = {"samples": 0, "seq_len": 0, "layer_forwards": 0, "seconds": 0.0, "shared_stats": False}
     if stats is not None:
         have = LayerStats(stats.layers[0].inputs) if stats.layers else LayerStats()
@@ -382,9 +412,8 @@ def prune_model(
             cal = Calibrator(model, _calib_ids(cfg, calib_ids, n), cfg.batch_size)
             infos_d: dict[int, Any] = {}
 
-            def summarize(i: int, layer: nn.Module, s: LayerStats) -> bool:
+            def summarize(i: int, layer: nn.Module, s: LayerStats) -> None:
                 infos_d[i] = pruner.plan_info(layer, s, cfg)
-                return False
 
             run = cal.run(plan_needs, summarize, sequential=False, desc=f"plan {cfg.method}", progress=progress)
             infos = [infos_d[i] for i in range(len(layers))]
@@ -403,15 +432,14 @@ def prune_model(
         else:
             cal = Calibrator(model, _calib_ids(cfg, calib_ids, cfg.samples), cfg.batch_size)
 
-            def prune(i: int, layer: nn.Module, s: LayerStats) -> bool:
+            def prune(i: int, layer: nn.Module, s: LayerStats) -> None:
                 pruner.prune_layer(layer, s, budgets[i], cfg)
-                return True
 
             run = cal.run(needs, prune, sequential=cfg.sequential, desc=f"prune {cfg.method}", progress=progress)
             calib.update(samples=cfg.samples, seq_len=cfg.seq_len, layer_forwards=run.layer_forwards,
                          seconds=run.seconds)
 
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     dense_total = sum(dense)
     layer_reports = _report_layers(model, dense, levels)
     nonzero_dec = sum(int(torch.count_nonzero(lin.weight)) for layer in layers for lin in layer_linears(layer).values())
@@ -420,7 +448,7 @@ def prune_model(
     report = PruneReport(
         method=cfg.method, level=cfg.level, sparsity=1 - nonzero_dec / dense_total, structured=cfg.structured,
         params=params, nonzero_params=nonzero, decoder_weights=decoder_weight_count(model),
-        decoder_weights_dense=dense_total, seconds=seconds, peak_rss_mb=max(rss.peak_mb, 0.0),
+        decoder_weights_dense=dense_total, seconds=seconds, cpu_seconds=cpu_seconds, peak_rss_mb=rss.peak_mb, rss_before_mb=rss.start_mb,
         calibration=calib, layers=layer_reports,
     )
     log.info("%s level %.2f: sparsity %.4f, %d params, %.1f s, peak RSS %.0f MB (process max %.0f MB)",

@@ -35,6 +35,7 @@ from torch import nn
 
 from edge_runtime.errors import ExportError
 from export.calibrate import InputStats, LayerStats
+from export.unstructured import single_thread
 
 SCORES = ("flap", "wanda-sp", "magnitude")
 COMPENSATIONS = ("bias", "lstsq", "none")
@@ -252,6 +253,13 @@ def compensated(
     lin: nn.Linear, keep: torch.Tensor, drop: torch.Tensor, st: InputStats | None, how: str, damp: float
 ) -> nn.Linear:
     """`lin` restricted to input columns `keep`, compensating for `drop` (see module doc)."""
+    with single_thread():
+        return _compensated(lin, keep, drop, st, how, damp)
+
+
+def _compensated(
+    lin: nn.Linear, keep: torch.Tensor, drop: torch.Tensor, st: InputStats | None, how: str, damp: float
+) -> nn.Linear:
     W = lin.weight.detach().double()  # [out, in]
     Wk = W[:, keep]
     delta_b = None
