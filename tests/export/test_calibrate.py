@@ -20,6 +20,15 @@ from export.text import calibration_windows
 ARCHS = ["LlamaForCausalLM", "Qwen2ForCausalLM"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: a second OpenMP thread only adds barrier waits (worse on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module", params=ARCHS)
 def tiny(request):
     return tiny_model(TinyConfig(architecture=request.param, layers=3))
