@@ -80,7 +80,7 @@ class PruneConfig:
     attn_share: float | None = None  # share of removed weights taken from heads; None: the scores decide
     allocation: str = "global"  # "global": per-layer amounts from standardized scores; "uniform"
     head_mode: str = "group"  # "group": a KV head leaves with its queries; "query": queries leave evenly per group
-    score: str = "flap"  # "flap" | "wanda-sp" | "magnitude"
+    score: str = "flap"  # "flap" | "wanda-sp" | "magnitude" | "obs" (greedy least-squares error)
     compensation: str = "lstsq"  # "lstsq" (refit the output projection) | "bias" (FLAP) | "none"
     min_keep: float = 0.1  # share of MLP neurons every layer keeps
 
@@ -289,7 +289,7 @@ def _structured_plan_needs(cfg: PruneConfig) -> Needs:
 
 def _structured_info(layer: nn.Module, stats: LayerStats | None, cfg: PruneConfig) -> Any:
     inter = layer.mlp.down_proj.in_features
-    return st.candidates(layer, stats, cfg.score, cfg.head_mode, st.check_min_neurons(inter, cfg.min_keep))
+    return st.candidates(layer, stats, cfg.score, cfg.head_mode, st.check_min_neurons(inter, cfg.min_keep), cfg.damp)
 
 
 def _structured_plan(layers: list[nn.Module], infos: list[Any], cfg: PruneConfig) -> list[Any]:
