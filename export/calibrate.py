@@ -169,6 +169,7 @@ class LayerStats:
     """Statistics of one decoder layer's Linear inputs."""
 
     inputs: dict[str, InputStats] = field(default_factory=dict)
+    residual: float = 0.0  # E‖h‖² of the layer's input (the residual stream), per token
 
     def of(self, linear_path: str) -> InputStats:
         """The statistics of the input that `linear_path` (e.g. `mlp.up_proj`) reads."""
@@ -382,6 +383,11 @@ class Calibrator:
             if write:
                 x[sl] = out
 
+    def _energy(self, x: torch.Tensor) -> float:
+        """Mean squared norm per token of `x` [n, L, H], batch by batch (no full-size temporary)."""
+        total = sum(float(x[sl].double().pow(2).sum()) for sl in self._batches())
+        return total / (x.shape[0] * x.shape[1])
+
     def run(
         self,
         needs: Needs,
@@ -412,7 +418,7 @@ class Calibrator:
             bar = tqdm(range(len(self.layers)), desc=desc, unit="layer", disable=None if progress is None else not progress, leave=False)
             for i in bar:
                 layer = self.layers[i]
-                stats = LayerStats()
+                stats = LayerStats(residual=self._energy(x))
                 # sequential: keep the inputs for the re-run; one pass: the dense outputs
                 # are the next inputs whatever the callback does
                 with _hooks(layer, needs, stats):

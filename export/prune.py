@@ -52,7 +52,6 @@ from export.calibrate import (
 
 log = logging.getLogger(__name__)
 
-ALLOCATIONS = ("global", "uniform")
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class PruneConfig:
     row_wise: bool = False  # choose each block's mask within output rows, not across the matrix
     # structured
     attn_share: float | None = None  # share of removed weights taken from heads; None: the scores decide
-    allocation: str = "global"  # "global": per-layer amounts from standardized scores; "uniform"
+    allocation: str = "global"  # "uniform" | "global" (least error relative to the residual) | "standardized" (FLAP)
     head_mode: str = "group"  # "group": a KV head leaves with its queries; "query": queries leave evenly per group
     score: str = "flap"  # "flap" | "wanda-sp" | "magnitude" | "obs" (greedy least-squares error)
     compensation: str = "lstsq"  # "lstsq" (refit the output projection) | "bias" (FLAP) | "none"
@@ -116,7 +115,7 @@ class PruneConfig:
         if self.owl_m <= 0:
             raise RecipeError(f"owl_m must be > 0, got {self.owl_m!r}")
         for name, allowed in (("head_mode", st.HEAD_MODES), ("score", st.SCORES),
-                              ("compensation", st.COMPENSATIONS), ("allocation", ALLOCATIONS)):
+                              ("compensation", st.COMPENSATIONS), ("allocation", st.ALLOCATIONS)):
             if getattr(self, name) not in allowed:
                 raise RecipeError(f"unknown {name} {getattr(self, name)!r}; known: {', '.join(allowed)}")
         if self.attn_share is not None and not 0 <= self.attn_share <= 1:
@@ -284,7 +283,7 @@ def _structured_needs(cfg: PruneConfig) -> Needs:
 
 
 def _structured_plan_needs(cfg: PruneConfig) -> Needs:
-    return st.needs(cfg.score, "none") if cfg.allocation == "global" else {}
+    return st.needs(cfg.score, "none") if cfg.allocation != "uniform" else {}
 
 
 def _structured_info(layer: nn.Module, stats: LayerStats | None, cfg: PruneConfig) -> Any:
@@ -294,7 +293,7 @@ def _structured_info(layer: nn.Module, stats: LayerStats | None, cfg: PruneConfi
 
 def _structured_plan(layers: list[nn.Module], infos: list[Any], cfg: PruneConfig) -> list[Any]:
     total = sum(lin.weight.numel() for layer in layers for lin in layer_linears(layer).values())
-    return st.allocate(infos, round(cfg.level * total), cfg.attn_share, cfg.allocation == "uniform")
+    return st.allocate(infos, round(cfg.level * total), cfg.attn_share, cfg.allocation)
 
 
 def _structured_layer(layer: nn.Module, stats: LayerStats | None, cut: st.LayerCut, cfg: PruneConfig) -> None:

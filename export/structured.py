@@ -165,8 +165,8 @@ def obs_neuron_order(w: torch.Tensor, st: InputStats, steps: int, damp: float) -
             order.append(j)
             cost.append(float(e[j]))
             pj = P[j].clone() / P[j, j]  # [in]
-            W -= torch.outer(W[:, j], pj)
-            P -= torch.outer(P[:, j], pj)
+            W.addr_(W[:, j].clone(), pj, alpha=-1)  # in place: no [in, in] temporaries per step
+            P.addr_(P[:, j].clone(), pj, alpha=-1)
             alive[j] = False
         return torch.tensor(order, dtype=torch.long), torch.tensor(cost, dtype=torch.float64)
 
@@ -242,6 +242,7 @@ class LayerCandidates:
     attn_cost: int
     neuron_scores: torch.Tensor  # [neuron cap] ascending
     neuron_cost: int
+    residual: float = 1.0  # E‖h‖² of the residual stream at this layer (scales the scores)
 
 
 def candidates(
@@ -254,7 +255,8 @@ def candidates(
                                torch.zeros(cap), neuron_cost(layer))
     a, _ = attn_order(layer, stats, score, mode, damp)
     _, n = neuron_order(layer, stats, score, cap, damp)
-    return LayerCandidates(a, attn_unit_cost(s, mode), n, neuron_cost(layer))
+    res = stats.residual if stats is not None and stats.residual > 0 else 1.0
+    return LayerCandidates(a, attn_unit_cost(s, mode), n, neuron_cost(layer), res)
 
 
 def _standardize(xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -265,18 +267,26 @@ def _standardize(xs: list[torch.Tensor]) -> list[torch.Tensor]:
     return [(x.double() - mu) / sd for x in xs]
 
 
+ALLOCATIONS = ("uniform", "global", "standardized")
+
+
 def allocate(
-    cands: list[LayerCandidates], target: int, attn_share: float | None, uniform: bool
+    cands: list[LayerCandidates], target: int, attn_share: float | None, how: str
 ) -> list[LayerCut]:
     """Units per layer so the removed weights come as close to `target` as units allow.
 
     Args:
         cands: per-layer candidates (scores only matter when not uniform).
         target: decoder weights to remove.
-        attn_share: share of `target` taken from attention; None lets the standardized
-            scores decide (joint ranking, needs `uniform=False`).
-        uniform: every layer loses the same number of units (±1 neuron).
+        attn_share: share of `target` taken from attention; None lets the scores decide
+            (one ranking of heads and neurons; not with "uniform").
+        how: "uniform": every layer loses the same number of units (±1 neuron);
+            "global": the units of least error relative to the residual stream's energy
+            at their layer (score / E‖h‖²), over all layers;
+            "standardized": FLAP's adaptive structure search, scores z-scored per
+            module type over all layers.
     """
+    uniform = how == "uniform"
     n_layers = len(cands)
     attn = [0] * n_layers
     neurons = [0] * n_layers
@@ -295,8 +305,12 @@ def allocate(
             neurons[i] = min(base + (1 if i < extra else 0), len(c.neuron_scores))
         return [LayerCut(a, n) for a, n in zip(attn, neurons, strict=True)]
 
-    a_std = _standardize([c.attn_scores for c in cands])
-    n_std = _standardize([c.neuron_scores for c in cands])
+    if how == "standardized":
+        a_std = _standardize([c.attn_scores for c in cands])
+        n_std = _standardize([c.neuron_scores for c in cands])
+    else:
+        a_std = [c.attn_scores.double() / c.residual for c in cands]
+        n_std = [c.neuron_scores.double() / c.residual for c in cands]
 
     def take(pool: list[tuple[float, int, int]], budget: int) -> int:
         # pool: (standardized score, layer, 0 = attention unit | 1 = neuron). Scores ascend

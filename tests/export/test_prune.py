@@ -58,6 +58,8 @@ UNSTRUCTURED = [
     dict(method="wanda", level=0.5, sequential=False),
     dict(method="sparsegpt", level=0.5),
     dict(method="sparsegpt", level=0.37, owl=True, sequential=False),
+    dict(method="sparsegpt", level=0.5, row_wise=True),
+    dict(method="wanda", level=0.5, bias_correction=True),
 ]
 
 
@@ -75,6 +77,8 @@ def test_unstructured_level_is_exact(tiny, ids, kw):
     assert torch.equal(model.model.layers[0].input_layernorm.weight, norms)
     assert report.params == sum(p.numel() for p in model.parameters())
     assert report.params - report.nonzero_params >= zeros
+    if kw.get("bias_correction"):  # the mean error moved into new biases
+        assert model.model.layers[0].mlp.down_proj.bias is not None
     if kw.get("owl"):
         levels = [lay.level for lay in report.layers]
         assert all(abs(v - kw["level"]) <= 0.08 + 1e-3 for v in levels)
@@ -142,6 +146,8 @@ STRUCTURED = [
     dict(level=0.35, head_mode="query", attn_share=0.3, allocation="uniform", compensation="bias"),
     dict(level=0.25, head_mode="group", attn_share=0.4, score="wanda-sp", compensation="none", sequential=False),
     dict(level=0.45, head_mode="query", attn_share=0.5, score="magnitude", compensation="none"),
+    dict(level=0.3, score="obs", allocation="standardized", sequential=False),
+    dict(level=0.3, score="obs", head_mode="query", attn_share=0.5),
 ]
 
 
@@ -235,7 +241,9 @@ def test_magnitude_needs_no_data(tiny):
         (dict(method="structured", owl=True), r"owl applies to unstructured methods"),
         (dict(method="structured", pattern="2:4"), r"pattern '2:4' applies to unstructured methods"),
         (dict(method="structured", head_mode="kv"), r"unknown head_mode 'kv'; known: group, query"),
-        (dict(method="structured", score="taylor"), r"unknown score 'taylor'; known: flap, wanda-sp, magnitude"),
+        (dict(method="structured", score="taylor"), r"unknown score 'taylor'; known: flap, wanda-sp, magnitude, obs"),
+        (dict(method="structured", allocation="owl"), r"unknown allocation 'owl'; known: uniform, global, standardized"),
+        (dict(method="structured", bias_correction=True), r"bias_correction applies to unstructured methods"),
         (dict(method="structured", compensation="ridge"), r"unknown compensation 'ridge'; known: bias, lstsq, none"),
         (dict(method="structured", allocation="uniform"), r"allocation='uniform' needs attn_share"),
         (dict(method="structured", attn_share=1.2), r"attn_share must be in \[0, 1\] or None, got 1\.2"),
