@@ -128,8 +128,10 @@ def sparsegpt(
         nm: (n, m) to keep n of every m consecutive inputs instead.
         block: columns per lazy-update block; the mask is chosen per block (adaptive).
         damp: dampening, as a fraction of the mean Hessian diagonal.
-        per_row: choose each block's mask within every output row (as Wanda compares)
-            instead of across the matrix.
+        per_row: compare weights within each output row (as Wanda does) instead of across
+            the matrix: every row loses the same share (±1 weight), spread over the
+            blocks as the initial saliencies place it, then chosen per block with the
+            updated ones.
 
     Returns:
         the new weights (fp32), with exactly `counts[i]` zeros each.
@@ -143,6 +145,13 @@ def sparsegpt(
         Hinv = inverse_hessian_factor(hessian, damp)  # [in, in] upper
         mask = torch.zeros_like(W, dtype=torch.bool)
         per_block = [_block_counts(c, cols, block) for c in counts] if nm is None else []
+        if per_row and nm is None:
+            # Each row's zeros per block: as many as the row's mask from the initial
+            # saliencies puts there. Rows keep their exact totals, blocks stay adaptive.
+            d0 = torch.diagonal(Hinv)  # [in]
+            first = torch.cat([row_mask((W[r1:r2] / d0[None, :]) ** 2, c)
+                               for r1, r2, c in zip(bounds[:-1], bounds[1:], counts, strict=True)])
+            quota = torch.stack([first[:, i : i + block].sum(1) for i in range(0, cols, block)], 1)  # [rows, blocks]
         for b, i1 in enumerate(range(0, cols, block)):
             i2 = min(i1 + block, cols)
             W1 = W[:, i1:i2].clone()  # [rows, bs]
@@ -153,11 +162,14 @@ def sparsegpt(
             m1 = torch.zeros_like(W1, dtype=torch.bool)
             if nm is None:
                 tmp = (W1 / d[None, :]) ** 2  # OBS saliency w² / [H⁻¹]ₚₚ (Cholesky form)
+                if per_row:
+                    rank = torch.argsort(torch.argsort(tmp, dim=1), dim=1)  # [rows, bs]
+                    m1 = rank < quota[:, b : b + 1]
                 for k, (r1, r2) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
                     c = per_block[k][b]
                     if per_row:
-                        m1[r1:r2] = row_mask(tmp[r1:r2], c)
-                    elif c:
+                        continue
+                    if c:
                         seg = torch.zeros(r2 - r1, i2 - i1, dtype=torch.bool).flatten()
                         seg[torch.topk(tmp[r1:r2].flatten(), c, largest=False).indices] = True
                         m1[r1:r2] = seg.reshape(r2 - r1, i2 - i1)

@@ -10,6 +10,7 @@ import torch
 from transformers import DynamicCache
 
 from edge_runtime.errors import RecipeError
+from export import unstructured as us
 from export.calibrate import collect_stats, layer_linears
 from export.load import TinyConfig, tiny_model
 from export.perplexity import perplexity
@@ -97,18 +98,28 @@ def test_two_four_pattern(tiny, ids, method):
     assert report.sparsity == pytest.approx(0.5)
 
 
-def test_sparsegpt_beats_wanda_on_layer_error(tiny, ids):
-    """SparseGPT's weight update should lower the reconstruction error (in sample)."""
-    dense = tiny.model
-    with torch.no_grad():
-        ref = dense.model(input_ids=ids).last_hidden_state
-    err = {}
-    for method in ("magnitude", "wanda", "sparsegpt"):
-        model = _fresh(tiny)
-        prune_model(model, PruneConfig(method=method, level=0.5, **CAL), ids, progress=False)
-        with torch.no_grad():
-            err[method] = float((model.model(input_ids=ids).last_hidden_state - ref).pow(2).mean())
-    assert err["sparsegpt"] < err["wanda"] < err["magnitude"]
+@pytest.mark.parametrize("row_wise", [False, True])
+@pytest.mark.parametrize("nm", [None, (2, 4)])
+def test_sparsegpt_beats_wanda_beats_magnitude_on_reconstruction(row_wise, nm):
+    """On one Linear with correlated inputs of uneven scale: OBS < Wanda < magnitude error."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 64, generator=g) @ torch.randn(64, 64, generator=g)  # [tokens, in] correlated
+    x *= torch.logspace(-1, 1, 64)[torch.randperm(64, generator=g)]  # uneven column scales
+    w = torch.randn(48, 64, generator=g)  # [out, in]
+    h = x.T @ x / len(x)
+    count = w.numel() // 2
+
+    def err(w2: torch.Tensor) -> float:
+        return float(((w - w2) @ x.T).pow(2).mean())
+
+    def masked(scores: torch.Tensor) -> torch.Tensor:
+        mask = us.nm_mask(scores, *nm) if nm else us.row_mask(scores, count)
+        return w.masked_fill(mask, 0.0)
+
+    (sgpt,) = us.sparsegpt([w], h, [count], nm=nm, block=16, per_row=row_wise)
+    assert int((sgpt == 0).sum()) == count
+    e_mag, e_wanda, e_sgpt = err(masked(w.abs())), err(masked(us.wanda_scores(w, x.norm(dim=0)))), err(sgpt)
+    assert e_sgpt < e_wanda < e_mag
 
 
 def _check_attention(model):
@@ -142,7 +153,8 @@ def _cache_parity(model, ids):
 
 
 STRUCTURED = [
-    dict(level=0.25),  # global allocation, attention share decided by the scores
+    dict(level=0.25),  # the defaults: uniform, MLP neurons only, FLAP score, least squares
+    dict(level=0.25, allocation="global", attn_share=None, head_mode="group"),  # scores decide everything
     dict(level=0.35, head_mode="query", attn_share=0.3, allocation="uniform", compensation="bias"),
     dict(level=0.25, head_mode="group", attn_share=0.4, score="wanda-sp", compensation="none", sequential=False),
     dict(level=0.45, head_mode="query", attn_share=0.5, score="magnitude", compensation="none"),
@@ -245,7 +257,7 @@ def test_magnitude_needs_no_data(tiny):
         (dict(method="structured", allocation="owl"), r"unknown allocation 'owl'; known: uniform, global, standardized"),
         (dict(method="structured", bias_correction=True), r"bias_correction applies to unstructured methods"),
         (dict(method="structured", compensation="ridge"), r"unknown compensation 'ridge'; known: bias, lstsq, none"),
-        (dict(method="structured", allocation="uniform"), r"allocation='uniform' needs attn_share"),
+        (dict(method="structured", attn_share=None), r"allocation='uniform' needs attn_share"),
         (dict(method="structured", attn_share=1.2), r"attn_share must be in \[0, 1\] or None, got 1\.2"),
         (dict(method="structured", score="magnitude"), r"compensation 'lstsq' needs data"),
         (dict(samples=0), r"samples must be an integer >= 1, got 0"),
@@ -260,7 +272,7 @@ def test_from_dict_rejects_unknown_keys():
     assert PruneConfig.from_dict({"method": "wanda", "level": 0.3}).level == 0.3
     with pytest.raises(RecipeError, match=r"unknown pruning keys \['sparsity'\]"):
         PruneConfig.from_dict({"method": "wanda", "sparsity": 0.3})
-    assert PruneConfig().to_json()["method"] == "wanda"
+    assert PruneConfig().to_json()["method"] == "sparsegpt"
 
 
 def test_calibration_ids_checked(tiny, ids):
