@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -324,6 +324,39 @@ PRUNERS: dict[str, Pruner] = {
     "structured": Pruner(True, _structured_needs, _structured_plan_needs, _structured_info,
                          _structured_plan, _structured_layer),
 }
+
+
+# --------------------------------------------------------------------------- recipe
+
+# The pruned variants of the default recipe, by the names the exporter gives them. All are
+# one-pass, so one `collect_stats(model, ids, recipe_needs(DEFAULT_RECIPE.values()))`
+# serves them all. Measured on SmolLM2-135M: see the branch report.
+DEFAULT_RECIPE: dict[str, PruneConfig] = {
+    "magnitude-50": PruneConfig(method="magnitude", level=0.5),
+    "wanda-50": PruneConfig(method="wanda", level=0.5),
+    "sparsegpt-50": PruneConfig(method="sparsegpt", level=0.5),
+    "sparsegpt-30": PruneConfig(method="sparsegpt", level=0.3),
+    "sparsegpt-70": PruneConfig(method="sparsegpt", level=0.7),
+    "sparsegpt-2:4": PruneConfig(method="sparsegpt", level=0.5, pattern="2:4"),
+    "structured-15": PruneConfig(method="structured", level=0.15),
+    "structured-25": PruneConfig(method="structured", level=0.25),
+    "structured-35": PruneConfig(method="structured", level=0.35),
+}
+
+
+def recipe_needs(cfgs: Iterable[PruneConfig]) -> dict[str, frozenset[str]]:
+    """The statistics that one shared `collect_stats` pass must gather for `cfgs`.
+
+    One-pass configs read their pruning and planning statistics from it, sequential ones
+    only their planning statistics.
+    """
+    out: list[Needs] = []
+    for cfg in cfgs:
+        p = PRUNERS[cfg.method]
+        out.append(p.plan_needs(cfg))
+        if not cfg.sequential:
+            out.append(p.needs(cfg))
+    return merge_needs(*out)
 
 
 # --------------------------------------------------------------------------- driver

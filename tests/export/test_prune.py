@@ -286,3 +286,42 @@ def test_perplexity_matches_hf_loss(tiny, ids):
     with torch.no_grad():
         loss = tiny.model(input_ids=ids[:3], labels=ids[:3]).loss
     assert perplexity(tiny.model, ids[:3], batch_size=2) == pytest.approx(math.exp(float(loss)), rel=1e-4)
+
+
+# --------------------------------------------------------------------------- real model (slow)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from edge_runtime.errors import ExportError
+    from export.load import load_model
+
+    try:
+        return load_model("smollm2-135m")
+    except ExportError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.slow
+def test_real_model_recipe(smollm2):
+    """Key variants of the default recipe on SmolLM2-135M, from one shared pass (~5 min, 2 cores)."""
+    from export.prune import DEFAULT_RECIPE, recipe_needs
+    from export.text import heldout_windows
+
+    tok = smollm2.tokenizer
+    ev = torch.as_tensor(heldout_windows(tok, 16, 512))
+    dense_ppl = perplexity(smollm2.model, ev)
+    assert dense_ppl < 25
+    ids = torch.as_tensor(calibration_windows(tok, 128, 512))
+    names = ("sparsegpt-50", "wanda-50", "structured-25")
+    stats = collect_stats(smollm2.model, ids, recipe_needs(DEFAULT_RECIPE[n] for n in names))
+    assert stats.peak_rss_mb < 2048  # 128 x 512 calibration, every Hessian of every layer kept
+    bounds = {"sparsegpt-50": 1.55, "wanda-50": 2.0, "structured-25": 1.4}  # x dense perplexity
+    for name in names:
+        model = copy.deepcopy(smollm2.model)
+        report = prune_model(model, DEFAULT_RECIPE[name], stats=stats)
+        ratio = perplexity(model, ev) / dense_ppl
+        assert ratio < bounds[name], (name, ratio)
+        assert report.sparsity == pytest.approx(DEFAULT_RECIPE[name].level, abs=1e-3)
+        if report.structured:
+            _cache_parity(model, ids)
