@@ -110,3 +110,14 @@ def test_peak_rss_sampler():
         rss.sample()
         del big
     assert rss.peak_mb > 32
+
+
+def test_packed_hessian_round_trips():
+    s = InputStats(frozenset({"xtx", "sum"}))
+    s.add(torch.randn(50, 9))
+    h, cov, norm = s.hessian.clone(), s.cov.clone(), s.norm.clone()
+    s.pack()
+    assert s.xtx is None and s.packed.numel() == 9 * 10 // 2
+    torch.testing.assert_close(s.hessian, h)
+    torch.testing.assert_close(s.cov, cov)
+    torch.testing.assert_close(s.norm, norm)
