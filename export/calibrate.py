@@ -10,8 +10,9 @@ its statistics to a callback (the pruner), and produces the next layer's inputs:
 * one-pass: the outputs of the statistics pass (the dense layer) are used, which costs one
   forward per layer instead of two.
 
-Only one layer's activations are alive at a time (an input and an output buffer of
-[samples, seq, hidden] fp32), so memory grows with one layer, not with the depth.
+Only one layer's activations are alive at a time (one [samples, seq, hidden] fp32 buffer:
+mini-batches are independent, so each one's outputs overwrite its inputs), so memory grows
+with one layer, not with the depth.
 
 Statistics are per Linear *input*: q/k/v share `attn_in`, gate/up share `mlp_in`, and
 o_proj and down_proj have their own (`o_in`, `down_in`). Each is collected at most once
@@ -20,11 +21,19 @@ per layer, and only the kinds a caller asks for:
 * `sq`   Σ x²  per input column          [in]      (Wanda's ‖X_j‖₂, FLAP's fluctuation)
 * `sum`  Σ x   per input column          [in]      (means, for bias compensation)
 * `xtx`  Σ x xᵀ                           [in, in]  (SparseGPT's Hessian, least squares)
+* `cross` Σ x_dense xᵀ and Σ x_dense       [in, in]  (dense targets, see below)
+
+With `dense_targets` (sequential only) the engine also carries the dense model's
+activations alongside the pruned one's and runs an unpruned copy of each layer on them,
+so a pruner can fit each layer to reproduce the *dense* model's outputs from the pruned
+model's inputs, correcting the error of the layers before it (three forwards per layer).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import resource
 import threading
 import time
@@ -56,7 +65,7 @@ LINEAR_INPUTS: dict[str, str] = {
 # input -> the one Linear whose forward hook records it
 HOOKED: dict[str, str] = {"attn_in": "self_attn.q_proj", "o_in": "self_attn.o_proj",
                           "mlp_in": "mlp.gate_proj", "down_in": "mlp.down_proj"}
-STAT_KINDS = ("sq", "sum", "xtx")
+STAT_KINDS = ("sq", "sum", "xtx", "cross")
 
 Needs = Mapping[str, frozenset[str]]  # input name -> statistic kinds
 
@@ -110,15 +119,26 @@ class InputStats:
     sq: torch.Tensor | None = None  # [in]      Σ x²
     sum: torch.Tensor | None = None  # [in]     Σ x
     xtx: torch.Tensor | None = None  # [in, in] Σ x xᵀ
+    packed: torch.Tensor | None = None  # [in (in + 1) / 2] its upper triangle, once `pack`ed
+    cross: torch.Tensor | None = None  # [in, in] Σ x_dense xᵀ (rows: the dense model's input)
+    dense_sum: torch.Tensor | None = None  # [in] Σ x_dense
 
-    def add(self, x: torch.Tensor) -> None:
-        """Accumulate a [tokens, in] batch."""
+    def add(self, x: torch.Tensor, x_dense: torch.Tensor | None = None) -> None:
+        """Accumulate a [tokens, in] batch (and the dense model's input for the same tokens)."""
         x = x.detach().float()
         d = x.shape[-1]
         if self.n == 0:
             self.sum = torch.zeros(d) if "sum" in self.kinds else None
             self.xtx = torch.zeros(d, d) if "xtx" in self.kinds else None
             self.sq = torch.zeros(d) if "sq" in self.kinds and self.xtx is None else None
+            if "cross" in self.kinds:
+                self.cross, self.dense_sum = torch.zeros(d, d), torch.zeros(d)
+        if self.cross is not None:
+            if x_dense is None:
+                raise ExportError("statistic 'cross' needs the dense model's activations: run with dense_targets=True")
+            assert self.dense_sum is not None
+            self.cross.addmm_(x_dense.T, x)
+            self.dense_sum.add_(x_dense.sum(0))
         self.n += x.shape[0]
         if self.xtx is not None:
             self.xtx.addmm_(x.T, x)  # the diagonal is Σ x²: no separate pass
@@ -127,10 +147,32 @@ class InputStats:
         if self.sum is not None:
             self.sum.add_(x.sum(0))
 
+    def pack(self) -> None:
+        """Keep Σ x xᵀ as its upper triangle: half the memory while it waits to be used."""
+        if self.xtx is not None:
+            d = self.xtx.shape[0]
+            i, j = torch.triu_indices(d, d)
+            self.packed, self.xtx = self.xtx[i, j], None
+
+    def _full_xtx(self) -> torch.Tensor | None:
+        if self.xtx is not None or self.packed is None:
+            return self.xtx
+        d = int((math.isqrt(8 * self.packed.numel() + 1) - 1) // 2)
+        i, j = torch.triu_indices(d, d)
+        full = torch.zeros(d, d)
+        full[i, j] = self.packed
+        full[j, i] = self.packed
+        return full
+
     def _need(self, what: str, kind: str) -> torch.Tensor:
-        t = self.xtx if kind == "xtx" else self.sum if kind == "sum" else None
+        t = self._full_xtx() if kind == "xtx" else self.sum if kind == "sum" else None
         if kind == "sq":
-            t = torch.diagonal(self.xtx).clone() if self.xtx is not None else self.sq
+            if self.packed is not None:  # the diagonal sits at the start of every packed row
+                d = int((math.isqrt(8 * self.packed.numel() + 1) - 1) // 2)
+                starts = torch.arange(d) * d - torch.arange(d) * (torch.arange(d) - 1) // 2
+                t = self.packed[starts].clone()
+            else:
+                t = torch.diagonal(self.xtx).clone() if self.xtx is not None else self.sq
         if t is None or self.n == 0:
             raise ExportError(f"statistic {what!r} needs {kind!r}, which this calibration did not collect")
         return t
@@ -157,6 +199,31 @@ class InputStats:
         return self._need("hessian", "xtx") / self.n
 
     @property
+    def has_cross(self) -> bool:
+        return self.cross is not None and self.n > 0
+
+    @property
+    def cross_cov(self) -> torch.Tensor:
+        """E[(x_dense - μ_dense)(x - μ)ᵀ] [in, in] (dense rows, pruned columns)."""
+        if self.cross is None or self.dense_sum is None:
+            raise ExportError("statistic 'cross_cov' needs 'cross', which this calibration did not collect")
+        return self.cross / self.n - torch.outer(self.dense_sum / self.n, self.mean)
+
+    @property
+    def cross_moment(self) -> torch.Tensor:
+        """E[x_dense xᵀ] [in, in]."""
+        if self.cross is None:
+            raise ExportError("statistic 'cross_moment' needs 'cross', which this calibration did not collect")
+        return self.cross / self.n
+
+    @property
+    def dense_mean(self) -> torch.Tensor:
+        """Mean of the dense model's input [in]."""
+        if self.dense_sum is None:
+            raise ExportError("statistic 'dense_mean' needs 'cross', which this calibration did not collect")
+        return self.dense_sum / self.n
+
+    @property
     def cov(self) -> torch.Tensor:
         """Covariance E[(x - μ)(x - μ)ᵀ] [in, in] (least-squares reconstruction with a bias)."""
         m = self.mean
@@ -168,6 +235,7 @@ class LayerStats:
     """Statistics of one decoder layer's Linear inputs."""
 
     inputs: dict[str, InputStats] = field(default_factory=dict)
+    residual: float = 0.0  # E‖h‖² of the layer's input (the residual stream), per token
 
     def of(self, linear_path: str) -> InputStats:
         """The statistics of the input that `linear_path` (e.g. `mlp.up_proj`) reads."""
@@ -213,6 +281,7 @@ class PeakRSS:
     def __init__(self, interval_s: float = 0.02) -> None:
         self.interval_s = interval_s
         self.peak_mb = 0.0
+        self.start_mb = 0.0
         self._proc = psutil.Process()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -227,7 +296,7 @@ class PeakRSS:
             self.sample()
 
     def __enter__(self) -> PeakRSS:
-        self.sample()
+        self.start_mb = self.sample()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="peak-rss")
         self._thread.start()
         return self
@@ -252,16 +321,19 @@ class _Stop(Exception):
 
 
 @contextmanager
-def _hooks(layer: nn.Module, needs: Needs, stats: LayerStats) -> Iterator[None]:
+def _hooks(
+    layer: nn.Module, needs: Needs, stats: LayerStats, dense: dict[str, torch.Tensor] | None = None
+) -> Iterator[None]:
+    """Accumulate `needs` from `layer`'s forwards; `dense` holds the same batch's dense inputs."""
     handles = []
     for name, kinds in needs.items():
         if not kinds:
             continue
         st = stats.inputs.setdefault(name, InputStats(frozenset(kinds)))
 
-        def hook(_mod: nn.Module, args: tuple[Any, ...], _out: Any, st: InputStats = st) -> None:
+        def hook(_mod: nn.Module, args: tuple[Any, ...], _out: Any, st: InputStats = st, name: str = name) -> None:
             x = args[0]
-            st.add(x.reshape(-1, x.shape[-1]))  # [B*L, in]
+            st.add(x.reshape(-1, x.shape[-1]), None if dense is None else dense.get(name))  # [B*L, in]
 
         handles.append(layer.get_submodule(HOOKED[name]).register_forward_hook(hook))
     try:
@@ -271,8 +343,8 @@ def _hooks(layer: nn.Module, needs: Needs, stats: LayerStats) -> Iterator[None]:
             h.remove()
 
 
-# callback(index, layer, stats) -> whether it modified the layer
-LayerCallback = Callable[[int, nn.Module, LayerStats], bool]
+# callback(index, layer, stats): may modify the layer in place
+LayerCallback = Callable[[int, nn.Module, LayerStats], None]
 
 
 @dataclass
@@ -368,13 +440,45 @@ class Calibrator:
             handle.remove()
         return x, kwargs  # type: ignore[return-value]
 
-    def _forward(self, layer: nn.Module, kw: dict[str, Any], x: torch.Tensor, y: torch.Tensor | None) -> None:
+    def _forward(self, layer: nn.Module, kw: dict[str, Any], x: torch.Tensor, write: bool) -> None:
+        """Run every mini-batch through `layer`; with `write`, outputs replace inputs in `x`.
+
+        Mini-batches are independent, so one buffer serves as input and output.
+        """
         for sl in self._batches():
             out = layer(x[sl], **kw)
             if isinstance(out, tuple):
                 out = out[0]
-            if y is not None:
-                y[sl] = out
+            if write:
+                x[sl] = out
+
+    def _forward_pair(
+        self, layer: nn.Module, dense_layer: nn.Module, kw: dict[str, Any], x: torch.Tensor,
+        xd: torch.Tensor, needs: Needs, stats: LayerStats,
+    ) -> None:
+        """Statistics pass with dense targets: per mini-batch, the dense copy on the dense
+        stream (which advances in place), then `layer` on the pruned stream (unchanged)."""
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        for name in needs:
+            def grab(_m: nn.Module, args: tuple[Any, ...], _o: Any, name: str = name) -> None:
+                captured[name] = args[0].reshape(-1, args[0].shape[-1]).float()
+            handles.append(dense_layer.get_submodule(HOOKED[name]).register_forward_hook(grab))
+        try:
+            with _hooks(layer, needs, stats, captured):
+                for sl in self._batches():
+                    out = dense_layer(xd[sl], **kw)
+                    xd[sl] = out[0] if isinstance(out, tuple) else out
+                    layer(x[sl], **kw)
+                    captured.clear()
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _energy(self, x: torch.Tensor) -> float:
+        """Mean squared norm per token of `x` [n, L, H], batch by batch (no full-size temporary)."""
+        total = sum(float(x[sl].double().pow(2).sum()) for sl in self._batches())
+        return total / (x.shape[0] * x.shape[1])
 
     def run(
         self,
@@ -383,42 +487,54 @@ class Calibrator:
         sequential: bool = True,
         desc: str = "calibrate",
         progress: bool | None = None,
+        dense_targets: bool = False,
     ) -> CalibrationRun:
         """Walk every layer: collect `needs`, call `on_layer`, propagate.
 
         Args:
             needs: statistic kinds per input (`{"down_in": {"sum", "xtx"}}`).
             on_layer: called as `on_layer(index, layer, stats)` after the statistics pass;
-                returns True if it changed the layer.
-            sequential: re-run a changed layer so the next one sees pruned activations;
-                False propagates the statistics pass's (unchanged layer's) outputs.
+                it may change the layer (prune it).
+            sequential: re-run the layer after `on_layer`, so the next one sees pruned
+                activations (two forwards per layer); False propagates the statistics
+                pass's outputs, those of the layer as it was (one forward).
             desc: progress-bar label.
             progress: show a tqdm bar (None: only on a terminal).
+            dense_targets: also carry the dense model's activations (a second buffer) and
+                fill the `cross` statistics from an unpruned copy of each layer (sequential
+                only; three forwards per layer).
         """
+        if dense_targets and not sequential:
+            raise ExportError("dense_targets needs sequential=True: in one pass the inputs are the dense ones")
         for name, kinds in needs.items():
             if name not in HOOKED or not set(kinds) <= set(STAT_KINDS):
                 raise ExportError(f"unknown statistic {name}: {sorted(kinds)}; inputs {list(HOOKED)}, kinds {STAT_KINDS}")
         t0 = time.perf_counter()
         forwards = 0
         with PeakRSS() as rss, torch.inference_mode():
-            x, kwargs = self._capture()
-            y = torch.empty_like(x)
+            x, kwargs = self._capture()  # [n, L, H]: the one activation buffer
+            xd = x.clone() if dense_targets else None  # [n, L, H]: the dense model's stream
             bar = tqdm(range(len(self.layers)), desc=desc, unit="layer", disable=None if progress is None else not progress, leave=False)
             for i in bar:
                 layer = self.layers[i]
-                stats = LayerStats()
-                with _hooks(layer, needs, stats):
-                    self._forward(layer, kwargs[i], x, y)
-                forwards += 1
-                changed = on_layer(i, layer, stats)
-                del stats
-                if changed and sequential:
-                    self._forward(layer, kwargs[i], x, y)
+                stats = LayerStats(residual=self._energy(x))
+                if xd is not None:
+                    self._forward_pair(layer, copy.deepcopy(layer), kwargs[i], x, xd, needs, stats)
                     forwards += 1
-                x, y = y, x
+                else:
+                    # sequential: keep the inputs for the re-run; one pass: the dense
+                    # outputs are the next inputs whatever the callback does
+                    with _hooks(layer, needs, stats):
+                        self._forward(layer, kwargs[i], x, write=not sequential)
+                forwards += 1
+                on_layer(i, layer, stats)
+                del stats
+                if sequential:
+                    self._forward(layer, kwargs[i], x, write=True)
+                    forwards += 1
                 rss.sample()
             bar.close()
-            del x, y
+            del x, xd
         seconds = time.perf_counter() - t0
         log.info("%s: %d layers, %d x %d tokens, %.1f s, peak RSS %.0f MB",
                  desc, len(self.layers), self.samples, self.seq_len, seconds, rss.peak_mb)
@@ -434,14 +550,16 @@ def collect_stats(
 ) -> DenseStats:
     """One pass over the dense model keeping every layer's statistics (see `DenseStats`).
 
-    Memory: `xtx` costs (3·H² + I²)·4 bytes per layer, about 13 MB for SmolLM2-135M.
+    Memory: `xtx` is kept as an upper triangle, (3·H² + I²)·2 bytes per layer, about
+    7 MB for SmolLM2-135M (200 MB for its 30 layers).
     """
     cal = Calibrator(model, calib_ids, batch_size)
     kept: list[LayerStats] = []
 
-    def keep(_i: int, _layer: nn.Module, stats: LayerStats) -> bool:
+    def keep(_i: int, _layer: nn.Module, stats: LayerStats) -> None:
+        for st in stats.inputs.values():
+            st.pack()
         kept.append(stats)
-        return False
 
     run = cal.run(needs, keep, sequential=False, desc="dense statistics", progress=progress)
     return DenseStats(kept, cal.samples, cal.seq_len, merge_needs(needs), run.seconds, run.peak_rss_mb)

@@ -13,6 +13,9 @@ neurons, o_proj for heads), computed from calibration statistics:
 * `flap`:      Var(x_j) · ‖W[:, j]‖²  (An et al., 2024: what bias compensation cannot restore)
 * `wanda-sp`:  ‖x_j‖₂ · Σ_i |W_ij|    (An et al., 2023)
 * `magnitude`: ‖W[:, j]‖²             (no data)
+* `obs`:       greedy structured OBS: the output error left after the least-squares refit
+               of the kept channels, ‖W[:, j]‖² / [C⁻¹]_jj, removing one unit at a time
+               (Kurtic et al., 2023, ZipLM); the natural partner of `lstsq`
 
 and the removed units' contribution is compensated on the output projection:
 
@@ -35,8 +38,9 @@ from torch import nn
 
 from edge_runtime.errors import ExportError
 from export.calibrate import InputStats, LayerStats
+from export.unstructured import single_thread
 
-SCORES = ("flap", "wanda-sp", "magnitude")
+SCORES = ("flap", "wanda-sp", "magnitude", "obs")
 COMPENSATIONS = ("bias", "lstsq", "none")
 HEAD_MODES = ("group", "query")
 
@@ -133,6 +137,100 @@ def attn_units(heads: torch.Tensor, s: AttnShape, mode: str) -> tuple[torch.Tens
     return scores, [[k * s.n_rep + int(idx[k, r]) for k in range(s.kv_heads)] for r in range(cap)]
 
 
+# --------------------------------------------------------------------------- OBS order
+
+
+def _inverse_cov(st: InputStats, damp: float) -> torch.Tensor:
+    C = st.cov.double()  # [in, in]
+    C += damp * torch.diagonal(C).mean().clamp_min(1e-12) * torch.eye(len(C), dtype=C.dtype)
+    return torch.cholesky_inverse(torch.linalg.cholesky(C))
+
+
+def obs_neuron_order(w: torch.Tensor, st: InputStats, steps: int, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy structured OBS on single input channels (ZipLM-style).
+
+    Removing channel j with the least-squares refit of the others costs
+    ‖W[:, j]‖² / P_jj (P = C⁻¹ of the remaining channels); remove the cheapest, update W
+    and P, repeat. Returns (channels in removal order [steps], their costs [steps]).
+    """
+    with single_thread():
+        W = w.detach().double().clone()  # [out, in]
+        P = _inverse_cov(st, damp)  # [in, in]
+        alive = torch.ones(W.shape[1], dtype=torch.bool)
+        order, cost = [], []
+        for _ in range(steps):
+            e = (W * W).sum(0) / torch.diagonal(P)
+            e[~alive] = math.inf
+            j = int(torch.argmin(e))
+            order.append(j)
+            cost.append(float(e[j]))
+            pj = P[j].clone() / P[j, j]  # [in]
+            W.addr_(W[:, j].clone(), pj, alpha=-1)  # in place: no [in, in] temporaries per step
+            P.addr_(P[:, j].clone(), pj, alpha=-1)
+            alive[j] = False
+        return torch.tensor(order, dtype=torch.long), torch.tensor(cost, dtype=torch.float64)
+
+
+def obs_attn_units(layer: nn.Module, st: InputStats, mode: str, damp: float) -> tuple[torch.Tensor, list[list[int]]]:
+    """Greedy structured OBS over attention units (blocks of head_dim channels).
+
+    Returns the units' costs in removal order [cap] and the query heads each removes.
+    """
+    s = attn_shape(layer)
+    hd = s.head_dim
+    with single_thread():
+        W = layer.self_attn.o_proj.weight.detach().double().clone()  # [hidden, heads * hd]
+        P = _inverse_cov(st, damp)
+        gone: set[int] = set()
+        costs, units = [], []
+
+        def block_cost(heads: list[int]) -> float:
+            ch = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads])
+            Wu, Puu = W[:, ch], P[ch][:, ch]
+            return float(torch.trace(Wu @ torch.linalg.solve(Puu, Wu.T)))
+
+        for _ in range(attn_unit_cap(s, mode)):
+            if mode == "group":
+                cands = [[k * s.n_rep + j for j in range(s.n_rep)] for k in range(s.kv_heads)
+                         if k * s.n_rep not in gone]
+                scored = [(block_cost(u), u) for u in cands]
+                c, unit = min(scored, key=lambda t: t[0])
+            else:  # the cheapest remaining query head of every group, removed together
+                unit = []
+                for k in range(s.kv_heads):
+                    left = [k * s.n_rep + j for j in range(s.n_rep) if k * s.n_rep + j not in gone]
+                    unit.append(min(left, key=lambda h: block_cost([h])))
+                c = block_cost(unit)
+            ch = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in unit])
+            G = torch.linalg.solve(P[ch][:, ch], P[ch])  # [|u|, in]: P_uu⁻¹ P_u:
+            W -= W[:, ch] @ G
+            P -= P[:, ch] @ G
+            gone.update(unit)
+            costs.append(c)
+            units.append(sorted(unit))
+        # keep the removal order monotone in cost for the global allocation
+        return torch.tensor(costs, dtype=torch.float64).cummax(0).values, units
+
+
+def neuron_order(layer: nn.Module, stats: LayerStats | None, score: str, steps: int, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLP neurons in removal order [steps] and their (non-decreasing) costs [steps]."""
+    if score == "obs":
+        assert stats is not None
+        order, cost = obs_neuron_order(layer.mlp.down_proj.weight, stats["down_in"], steps, damp)
+        return order, cost.cummax(0).values
+    sc = neuron_scores(layer, stats, score)
+    srt, order = torch.sort(sc)
+    return order[:steps], srt[:steps].double()
+
+
+def attn_order(layer: nn.Module, stats: LayerStats | None, score: str, mode: str, damp: float) -> tuple[torch.Tensor, list[list[int]]]:
+    """Attention units in removal order: (costs [cap], query heads each removes)."""
+    if score == "obs":
+        assert stats is not None
+        return obs_attn_units(layer, stats["o_in"], mode, damp)
+    return attn_units(head_scores(layer, stats, score), attn_shape(layer), mode)
+
+
 # --------------------------------------------------------------------------- allocation
 
 
@@ -144,18 +242,21 @@ class LayerCandidates:
     attn_cost: int
     neuron_scores: torch.Tensor  # [neuron cap] ascending
     neuron_cost: int
+    residual: float = 1.0  # E‖h‖² of the residual stream at this layer (scales the scores)
 
 
-def candidates(layer: nn.Module, stats: LayerStats | None, score: str, mode: str, min_neurons: int) -> LayerCandidates:
+def candidates(
+    layer: nn.Module, stats: LayerStats | None, score: str, mode: str, min_neurons: int, damp: float
+) -> LayerCandidates:
     s = attn_shape(layer)
+    cap = max(layer.mlp.down_proj.in_features - min_neurons, 0)
     if stats is None and score != "magnitude":  # a uniform plan counts units, it needs no scores
-        heads, neur = torch.zeros(s.heads), torch.zeros(layer.mlp.down_proj.in_features)
-    else:
-        heads, neur = head_scores(layer, stats, score), neuron_scores(layer, stats, score)
-    a, _ = attn_units(heads, s, mode)
-    n = torch.sort(neur).values
-    cap = max(len(n) - min_neurons, 0)
-    return LayerCandidates(a, attn_unit_cost(s, mode), n[:cap], neuron_cost(layer))
+        return LayerCandidates(torch.zeros(attn_unit_cap(s, mode)), attn_unit_cost(s, mode),
+                               torch.zeros(cap), neuron_cost(layer))
+    a, _ = attn_order(layer, stats, score, mode, damp)
+    _, n = neuron_order(layer, stats, score, cap, damp)
+    res = stats.residual if stats is not None and stats.residual > 0 else 1.0
+    return LayerCandidates(a, attn_unit_cost(s, mode), n, neuron_cost(layer), res)
 
 
 def _standardize(xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -166,18 +267,26 @@ def _standardize(xs: list[torch.Tensor]) -> list[torch.Tensor]:
     return [(x.double() - mu) / sd for x in xs]
 
 
+ALLOCATIONS = ("uniform", "global", "standardized")
+
+
 def allocate(
-    cands: list[LayerCandidates], target: int, attn_share: float | None, uniform: bool
+    cands: list[LayerCandidates], target: int, attn_share: float | None, how: str
 ) -> list[LayerCut]:
     """Units per layer so the removed weights come as close to `target` as units allow.
 
     Args:
         cands: per-layer candidates (scores only matter when not uniform).
         target: decoder weights to remove.
-        attn_share: share of `target` taken from attention; None lets the standardized
-            scores decide (joint ranking, needs `uniform=False`).
-        uniform: every layer loses the same number of units (±1 neuron).
+        attn_share: share of `target` taken from attention; None lets the scores decide
+            (one ranking of heads and neurons; not with "uniform").
+        how: "uniform": every layer loses the same number of units (±1 neuron);
+            "global": the units of least error relative to the residual stream's energy
+            at their layer (score / E‖h‖²), over all layers;
+            "standardized": FLAP's adaptive structure search, scores z-scored per
+            module type over all layers.
     """
+    uniform = how == "uniform"
     n_layers = len(cands)
     attn = [0] * n_layers
     neurons = [0] * n_layers
@@ -196,8 +305,12 @@ def allocate(
             neurons[i] = min(base + (1 if i < extra else 0), len(c.neuron_scores))
         return [LayerCut(a, n) for a, n in zip(attn, neurons, strict=True)]
 
-    a_std = _standardize([c.attn_scores for c in cands])
-    n_std = _standardize([c.neuron_scores for c in cands])
+    if how == "standardized":
+        a_std = _standardize([c.attn_scores for c in cands])
+        n_std = _standardize([c.neuron_scores for c in cands])
+    else:
+        a_std = [c.attn_scores.double() / c.residual for c in cands]
+        n_std = [c.neuron_scores.double() / c.residual for c in cands]
 
     def take(pool: list[tuple[float, int, int]], budget: int) -> int:
         # pool: (standardized score, layer, 0 = attention unit | 1 = neuron). Scores ascend
@@ -252,6 +365,13 @@ def compensated(
     lin: nn.Linear, keep: torch.Tensor, drop: torch.Tensor, st: InputStats | None, how: str, damp: float
 ) -> nn.Linear:
     """`lin` restricted to input columns `keep`, compensating for `drop` (see module doc)."""
+    with single_thread():
+        return _compensated(lin, keep, drop, st, how, damp)
+
+
+def _compensated(
+    lin: nn.Linear, keep: torch.Tensor, drop: torch.Tensor, st: InputStats | None, how: str, damp: float
+) -> nn.Linear:
     W = lin.weight.detach().double()  # [out, in]
     Wk = W[:, keep]
     delta_b = None
@@ -259,7 +379,17 @@ def compensated(
         if st is None:
             raise ExportError(f"compensation {how!r} needs calibration statistics")
         mu = st.mean.double()
-        if how == "bias":
+        if st.has_cross:
+            # dense targets: reproduce W x_dense from the kept pruned-model inputs x_K
+            mu_d = st.dense_mean.double()
+            if how == "lstsq":
+                C = st.cov.double()
+                ckk = C[keep][:, keep]
+                ckk = ckk + damp * torch.diagonal(ckk).mean().clamp_min(1e-12) * torch.eye(len(keep), dtype=ckk.dtype)
+                T = W @ st.cross_cov.double()[:, keep]  # [out, K]
+                Wk = torch.linalg.solve(ckk, T.T).T
+            delta_b = W @ mu_d - Wk @ mu[keep]  # an old bias sits in the target and the fit alike
+        elif how == "bias":
             delta_b = W[:, drop] @ mu[drop]
         elif how == "lstsq":
             C = st.cov.double()  # [in, in]
@@ -284,7 +414,7 @@ def cut_layer(
     s = attn_shape(layer)
     attn = layer.self_attn
     if cut.attn:
-        _, units = attn_units(head_scores(layer, stats, score), s, mode)
+        _, units = attn_order(layer, stats, score, mode, damp)
         gone = sorted(h for u in units[: cut.attn] for h in u)
         keep_h = torch.tensor([h for h in range(s.heads) if h not in gone])
         if mode == "group":
@@ -309,9 +439,11 @@ def cut_layer(
                 setattr(attn, name, value)
     if cut.neurons:
         mlp = layer.mlp
-        order = torch.argsort(neuron_scores(layer, stats, score))
-        drop = torch.sort(order[: cut.neurons]).values
-        keep = torch.sort(order[cut.neurons :]).values
+        order, _ = neuron_order(layer, stats, score, cut.neurons, damp)
+        drop = torch.sort(order).values
+        alive = torch.ones(mlp.down_proj.in_features, dtype=torch.bool)
+        alive[drop] = False
+        keep = torch.nonzero(alive).squeeze(1)
         mlp.gate_proj = _rows(mlp.gate_proj, keep)
         mlp.up_proj = _rows(mlp.up_proj, keep)
         st = stats["down_in"] if stats is not None and how != "none" else None
@@ -322,7 +454,7 @@ def cut_layer(
 
 def needs(score: str, how: str) -> dict[str, frozenset[str]]:
     """Statistics the structured pruner reads, per input."""
-    kinds: set[str] = set()
+    kinds: set[str] = {"sum", "xtx"} if score == "obs" else set()
     if score in ("flap", "wanda-sp"):
         kinds |= {"sq", "sum"} if score == "flap" else {"sq"}
     if how == "bias":

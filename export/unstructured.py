@@ -9,6 +9,8 @@ candidate scores lowest).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -75,74 +77,131 @@ def _block_counts(count: int, cols: int, block: int) -> list[int]:
     return [cum[i + 1] - cum[i] for i in range(len(bounds) - 1)]
 
 
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run small sequential linear algebra on one thread.
+
+    The column loop of SparseGPT and 1-2k Cholesky factorizations are many small ops:
+    with a second OpenMP thread they ran 5-20x slower here (threads spin on barriers,
+    worse on a busy machine), so they get one thread whatever the caller set.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of the dampened inverse Hessian [in, in] (fp32)."""
+    H = hessian.detach().double().clone()  # [in, in]
+    dead = torch.diagonal(H) == 0
+    H[dead, dead] = 1.0  # inputs that never fire: any value is free, keep the weights
+    H += damp * torch.diagonal(H).mean() * torch.eye(len(H), dtype=H.dtype)
+    L = torch.linalg.cholesky(H)
+    return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True).float()
+
+
+@torch.no_grad()
+def dense_target(w: torch.Tensor, cross: torch.Tensor, hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """The weights that best reproduce the dense outputs from the pruned inputs [out, in].
+
+    argmin_V E‖V x - W x_dense‖² = W E[x_dense xᵀ] E[x xᵀ]⁻¹; SparseGPT then prunes V
+    under the pruned inputs' Hessian, whose quadratic loss is centered on it.
+    """
+    with single_thread():
+        H = hessian.double() + damp * torch.diagonal(hessian).double().mean() * torch.eye(len(hessian), dtype=torch.float64)
+        T = w.detach().double() @ cross.double()  # [out, in]
+        return torch.linalg.solve(H, T.T).T.to(w.dtype)
+
+
 @torch.no_grad()
 def sparsegpt(
-    w: torch.Tensor,
+    ws: list[torch.Tensor],
     hessian: torch.Tensor,
-    count: int,
+    counts: list[int],
     nm: tuple[int, int] | None = None,
     block: int = 128,
     damp: float = 0.01,
-) -> torch.Tensor:
+    per_row: bool = False,
+) -> list[torch.Tensor]:
     """SparseGPT (Frantar & Alistarh, 2023): prune and update the kept weights with OBS.
 
     Columns are processed left to right in blocks of `block`; inside a block each pruned
     weight's error is spread over the later columns of its row with the inverse Hessian's
     Cholesky factor, and the block's accumulated error is applied to the rest lazily.
+    Matrices that read the same input (q/k/v, gate/up) go through together: one
+    factorization and one column loop, with each matrix's own exact zero count.
 
     Args:
-        w: weight [out, in].
-        hessian: E[x xᵀ] of the layer input [in, in].
-        count: weights to zero (ignored with `nm`).
+        ws: weights [out_i, in] that share `hessian`.
+        hessian: E[x xᵀ] of their input [in, in] (a covariance for the affine variant).
+        counts: weights to zero per matrix (ignored with `nm`).
         nm: (n, m) to keep n of every m consecutive inputs instead.
-        block: columns per lazy-update block (mask selection is adaptive per block).
+        block: columns per lazy-update block; the mask is chosen per block (adaptive).
         damp: dampening, as a fraction of the mean Hessian diagonal.
+        per_row: compare weights within each output row (as Wanda does) instead of across
+            the matrix: every row loses the same share (±1 weight), spread over the
+            blocks as the initial saliencies place it, then chosen per block with the
+            updated ones.
 
     Returns:
-        the new weight [out, in] (fp32) with exactly `count` zeros.
+        the new weights (fp32), with exactly `counts[i]` zeros each.
     """
-    W = w.detach().float().clone()  # [out, in]
-    rows, cols = W.shape
-    H = hessian.detach().double().clone()  # [in, in]
-    dead = torch.diagonal(H) == 0
-    H[dead, dead] = 1.0  # inputs that never fire: any value is free, keep the weights
-    H += damp * torch.diagonal(H).mean() * torch.eye(cols, dtype=H.dtype)
-    L = torch.linalg.cholesky(H)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True).float()  # [in, in] upper
-    mask = torch.zeros_like(W, dtype=torch.bool)
-    counts = _block_counts(count, cols, block) if nm is None else None
-    for b, i1 in enumerate(range(0, cols, block)):
-        i2 = min(i1 + block, cols)
-        W1 = W[:, i1:i2].clone()  # [out, bs]
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        d = torch.diagonal(Hinv1)  # [bs]
-        if nm is None:
-            assert counts is not None
-            tmp = (W1 / d[None, :]) ** 2  # OBS saliency w² / [H⁻¹]ₚₚ² (Cholesky form)
-            m1 = torch.zeros_like(W1, dtype=torch.bool).flatten()
-            if counts[b]:
-                m1[torch.topk(tmp.flatten(), counts[b], largest=False).indices] = True
-            m1 = m1.reshape(W1.shape)
-        else:
+    with single_thread():
+        W = torch.cat([w.detach().float() for w in ws])  # [sum out_i, in]
+        rows, cols = W.shape
+        bounds = [0]
+        for w in ws:
+            bounds.append(bounds[-1] + w.shape[0])
+        Hinv = inverse_hessian_factor(hessian, damp)  # [in, in] upper
+        mask = torch.zeros_like(W, dtype=torch.bool)
+        per_block = [_block_counts(c, cols, block) for c in counts] if nm is None else []
+        if per_row and nm is None:
+            # Each row's zeros per block: as many as the row's mask from the initial
+            # saliencies puts there. Rows keep their exact totals, blocks stay adaptive.
+            d0 = torch.diagonal(Hinv)  # [in]
+            first = torch.cat([row_mask((W[r1:r2] / d0[None, :]) ** 2, c)
+                               for r1, r2, c in zip(bounds[:-1], bounds[1:], counts, strict=True)])
+            quota = torch.stack([first[:, i : i + block].sum(1) for i in range(0, cols, block)], 1)  # [rows, blocks]
+        for b, i1 in enumerate(range(0, cols, block)):
+            i2 = min(i1 + block, cols)
+            W1 = W[:, i1:i2].clone()  # [rows, bs]
+            Q1 = torch.zeros_like(W1)
+            Err1 = torch.zeros_like(W1)
+            Hinv1 = Hinv[i1:i2, i1:i2]
+            d = torch.diagonal(Hinv1)  # [bs]
             m1 = torch.zeros_like(W1, dtype=torch.bool)
-        for i in range(i2 - i1):
-            col = W1[:, i]
-            if nm is not None and i % nm[1] == 0:
-                n, m = nm
-                tmp = (W1[:, i : i + m] / d[None, i : i + m]) ** 2  # [out, m]
-                m1.scatter_(1, i + torch.topk(tmp, m - n, dim=1, largest=False).indices, True)
-            q = col.masked_fill(m1[:, i], 0.0)
-            Q1[:, i] = q
-            err = (col - q) / d[i]  # [out]
-            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
-            Err1[:, i] = err
-        W[:, i1:i2] = Q1
-        mask[:, i1:i2] = m1
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-    W[mask] = 0.0  # exact zeros, whatever rounding did
-    return W
+            if nm is None:
+                tmp = (W1 / d[None, :]) ** 2  # OBS saliency w² / [H⁻¹]ₚₚ (Cholesky form)
+                if per_row:
+                    rank = torch.argsort(torch.argsort(tmp, dim=1), dim=1)  # [rows, bs]
+                    m1 = rank < quota[:, b : b + 1]
+                for k, (r1, r2) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+                    c = per_block[k][b]
+                    if per_row:
+                        continue
+                    if c:
+                        seg = torch.zeros(r2 - r1, i2 - i1, dtype=torch.bool).flatten()
+                        seg[torch.topk(tmp[r1:r2].flatten(), c, largest=False).indices] = True
+                        m1[r1:r2] = seg.reshape(r2 - r1, i2 - i1)
+            for i in range(i2 - i1):
+                col = W1[:, i]
+                if nm is not None and i % nm[1] == 0:
+                    n, m = nm
+                    tmp = (W1[:, i : i + m] / d[None, i : i + m]) ** 2  # [rows, m]
+                    m1.scatter_(1, i + torch.topk(tmp, m - n, dim=1, largest=False).indices, True)
+                q = col.masked_fill(m1[:, i], 0.0)
+                Q1[:, i] = q
+                err = (col - q) / d[i]  # [rows]
+                W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
+                Err1[:, i] = err
+            W[:, i1:i2] = Q1
+            mask[:, i1:i2] = m1
+            W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+        W[mask] = 0.0  # exact zeros, whatever rounding did
+        return [W[r1:r2] for r1, r2 in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 # --------------------------------------------------------------------------- OWL
