@@ -28,7 +28,8 @@ from edge_runtime.probe import measure_in_subprocess
 from edge_runtime.session import VariantSession, perplexity
 from export.load import LoadedModel, load_model
 from export.onnx_export import SparseStorage, build, describe, save
-from export.prune import PruneConfig, prune_model
+from export.calibrate import DenseStats, collect_stats
+from export.prune import PruneConfig, prune_model, recipe_needs
 from export.quantize import quantize
 from export.recipe import Recipe, VariantRecipe
 from export.text import calibration_windows, heldout_windows
@@ -82,9 +83,13 @@ def export_bundle(
         torch.set_num_threads(options.threads)
     lm = source if isinstance(source, LoadedModel) else load_model(source)
     model = lm.model
-    calib = None
+    calib, stats = None, None
     if recipe.needs_calibration:
         calib = calibration_windows(lm.tokenizer, recipe.calibration_samples, recipe.calibration_seq_len)
+        needs = recipe_needs(configs.values())
+        if needs:
+            # one pass over the dense model serves every one-pass variant (and plans the others)
+            stats = collect_stats(model, calib, needs, progress=options.progress)
     ppl_windows = (
         heldout_windows(lm.tokenizer, recipe.ppl_windows, recipe.ppl_seq_len) if recipe.ppl_windows else None
     )
@@ -104,7 +109,7 @@ def export_bundle(
                 pruned, report = cache[v.parent]
             else:
                 bar.set_postfix_str(f"{v.name}: pruning" if v.name in configs else v.name)
-                pruned, report = _pruned_model(model, configs.get(v.name), calib)
+                pruned, report = _pruned_model(model, configs.get(v.name), calib, stats)
             record = _export_variant(pruned, v, tmp, ppl_windows, dense_info.decoder_params, options, bar)
             record.extra["prune"] = report
             record.extra["export_s"] = timings[v.name] = round(time.perf_counter() - t0, 2)
@@ -138,6 +143,8 @@ def export_bundle(
                     "text": "python-3.11-docs/whatsnew",
                     "samples": recipe.calibration_samples,
                     "seq_len": recipe.calibration_seq_len,
+                    "shared_pass_s": None if stats is None else round(stats.seconds, 1),
+                    "shared_pass_peak_rss_mb": None if stats is None else round(stats.peak_rss_mb),
                 }
                 if calib is not None
                 else None,
@@ -187,12 +194,13 @@ def prune_configs(recipe: Recipe) -> dict[str, PruneConfig]:
     return configs
 
 
-def _pruned_model(model: Any, cfg: PruneConfig | None, calib: np.ndarray | None) -> tuple[Any, dict[str, Any]]:
+def _pruned_model(model: Any, cfg: PruneConfig | None, calib: np.ndarray | None,
+                  stats: DenseStats | None) -> tuple[Any, dict[str, Any]]:
     """The fp32 model for a variant (the dense model itself when nothing is pruned) and its report."""
     if cfg is None:
         return model, {}
     pruned = copy.deepcopy(model)
-    report = prune_model(pruned, cfg, calib, progress=False)
+    report = prune_model(pruned, cfg, calib, stats=stats, progress=False)
     return pruned, _jsonable(report.to_json())
 
 
