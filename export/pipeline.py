@@ -26,9 +26,9 @@ from edge_runtime import bundle as B
 from edge_runtime.errors import EdgeError, ExportError, RecipeError
 from edge_runtime.probe import measure_in_subprocess
 from edge_runtime.session import VariantSession, perplexity
+from export.calibrate import DenseStats, collect_stats
 from export.load import LoadedModel, load_model
 from export.onnx_export import SparseStorage, build, describe, save
-from export.calibrate import DenseStats, collect_stats
 from export.prune import PruneConfig, prune_model, recipe_needs
 from export.quantize import quantize
 from export.recipe import Recipe, VariantRecipe
