@@ -83,13 +83,14 @@ def export_bundle(
         torch.set_num_threads(options.threads)
     lm = source if isinstance(source, LoadedModel) else load_model(source)
     model = lm.model
-    calib, stats = None, None
+    calib, stats, shared = None, None, {}
     if recipe.needs_calibration:
         calib = calibration_windows(lm.tokenizer, recipe.calibration_samples, recipe.calibration_seq_len)
         needs = recipe_needs(configs.values())
         if needs:
             # one pass over the dense model serves every one-pass variant (and plans the others)
             stats = collect_stats(model, calib, needs, progress=options.progress)
+            shared = {"shared_pass_s": round(stats.seconds, 1), "shared_pass_peak_rss_mb": round(stats.peak_rss_mb)}
     ppl_windows = (
         heldout_windows(lm.tokenizer, recipe.ppl_windows, recipe.ppl_seq_len) if recipe.ppl_windows else None
     )
@@ -121,6 +122,9 @@ def export_bundle(
             elif waiting[v.name]:
                 cache[v.name] = (pruned, report)
             del pruned
+            rest = recipe.variants[len(variants):]
+            if stats is not None and not any(v2.name in configs and not configs[v2.name].sequential for v2 in rest):
+                stats = None  # the remaining variants calibrate sequentially: free the shared statistics
             gc.collect()
         manifest = B.Manifest(
             model=B.ModelInfo(
@@ -143,8 +147,7 @@ def export_bundle(
                     "text": "python-3.11-docs/whatsnew",
                     "samples": recipe.calibration_samples,
                     "seq_len": recipe.calibration_seq_len,
-                    "shared_pass_s": None if stats is None else round(stats.seconds, 1),
-                    "shared_pass_peak_rss_mb": None if stats is None else round(stats.peak_rss_mb),
+                    **shared,
                 }
                 if calib is not None
                 else None,
