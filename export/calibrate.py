@@ -393,7 +393,7 @@ class Calibrator:
         for i in range(0, self.samples, self.batch_size):
             yield slice(i, min(i + self.batch_size, self.samples))
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _capture(self) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         """Layer 0's inputs [n, L, H] and each layer's keyword arguments (mask, rotary...)."""
         kwargs: list[dict[str, Any] | None] = [None] * len(self.layers)
@@ -511,7 +511,9 @@ class Calibrator:
                 raise ExportError(f"unknown statistic {name}: {sorted(kinds)}; inputs {list(HOOKED)}, kinds {STAT_KINDS}")
         t0 = time.perf_counter()
         forwards = 0
-        with PeakRSS() as rss, torch.inference_mode():
+        # no_grad, not inference_mode: weights a pruner creates here must stay ordinary tensors
+        # (the ONNX exporter and in-place edits refuse inference tensors)
+        with PeakRSS() as rss, torch.no_grad():
             x, kwargs = self._capture()  # [n, L, H]: the one activation buffer
             xd = x.clone() if dense_targets else None  # [n, L, H]: the dense model's stream
             bar = tqdm(range(len(self.layers)), desc=desc, unit="layer", disable=None if progress is None else not progress, leave=False)

@@ -180,6 +180,7 @@ def test_structured_shapes_level_and_cache(tiny, ids, kw):
         layer.self_attn.q_proj.out_features // layer.self_attn.head_dim for layer in model.model.layers
     ]
     assert report.params == sum(p.numel() for p in model.parameters())
+    assert not any(p.is_inference() for p in model.parameters())  # the exporter must be able to trace them
     _cache_parity(model, ids)
 
 
