@@ -379,17 +379,7 @@ def _compensated(
         if st is None:
             raise ExportError(f"compensation {how!r} needs calibration statistics")
         mu = st.mean.double()
-        if st.has_cross:
-            # dense targets: reproduce W x_dense from the kept pruned-model inputs x_K
-            mu_d = st.dense_mean.double()
-            if how == "lstsq":
-                C = st.cov.double()
-                ckk = C[keep][:, keep]
-                ckk = ckk + damp * torch.diagonal(ckk).mean().clamp_min(1e-12) * torch.eye(len(keep), dtype=ckk.dtype)
-                T = W @ st.cross_cov.double()[:, keep]  # [out, K]
-                Wk = torch.linalg.solve(ckk, T.T).T
-            delta_b = W @ mu_d - Wk @ mu[keep]  # an old bias sits in the target and the fit alike
-        elif how == "bias":
+        if how == "bias":
             delta_b = W[:, drop] @ mu[drop]
         elif how == "lstsq":
             C = st.cov.double()  # [in, in]
