@@ -1,6 +1,6 @@
 """Time, memory and perplexity of the default recipe's pruned variants on SmolLM2-135M.
 
-    python benchmarks/prune_smollm2.py --eval-windows 60 --out benchmarks/results/prune_smollm2.json
+    PYTHONPATH=. python3 benchmarks/prune_smollm2.py --eval-windows 60 --out benchmarks/results/prune_smollm2.json
 
 One shared calibration pass (`collect_stats`) feeds every variant, as the exporter does;
 each variant prunes a fresh copy of the dense model. Perplexity is the torch one

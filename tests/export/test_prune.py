@@ -235,6 +235,23 @@ def test_shared_stats_equal_one_pass(tiny, ids):
         prune_model(_fresh(tiny), PruneConfig(method="sparsegpt", sequential=False, **CAL), stats=stats)
 
 
+def test_default_recipe_from_one_shared_pass(tiny, ids):
+    """Every variant of the default recipe, scaled to the tiny model, from one `collect_stats`."""
+    from dataclasses import replace
+
+    from export.prune import DEFAULT_RECIPE, recipe_needs
+
+    recipe = {n: replace(c, samples=min(c.samples, SAMPLES), seq_len=SEQ, batch_size=4) for n, c in DEFAULT_RECIPE.items()}
+    needs = recipe_needs(recipe.values())
+    assert needs["down_in"] >= {"xtx", "sum"} and needs["attn_in"] >= {"xtx"}
+    stats = collect_stats(tiny.model, ids, needs)
+    for name, cfg in recipe.items():
+        report = prune_model(_fresh(tiny), cfg, ids, stats=stats, progress=False)
+        assert report.sparsity == pytest.approx(cfg.level, abs=0.02), name
+        assert report.calibration["shared_stats"]
+        assert report.calibration["layer_forwards"] == (2 * 2 if cfg.sequential else 0), name
+
+
 def test_magnitude_needs_no_data(tiny):
     report = prune_model(_fresh(tiny), PruneConfig(method="magnitude", level=0.5), progress=False)
     assert report.calibration["samples"] == 0
