@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import logging
 import platform
@@ -52,7 +53,11 @@ def main() -> None:
     print(f"shared statistics: {shared}", flush=True)
 
     runs = []
-    for name, cfg in cfgs.items():
+    for k, (name, cfg) in enumerate(cfgs.items()):
+        rest = list(cfgs.values())[k:]
+        if stats is not None and not recipe_needs(rest):
+            stats = None  # what is left calibrates on its own: free the shared Hessians
+            gc.collect()
         model = copy.deepcopy(lm.model)
         r = prune_model(model, cfg, ids, stats=stats)
         ppl = perplexity(model, ev) if ev is not None else None
@@ -65,6 +70,7 @@ def main() -> None:
         runs.append(run)
         print(json.dumps({k: v for k, v in run.items() if k != "config"}), flush=True)
         del model
+        gc.collect()
 
     result = {"benchmark": "prune", "model": args.model, "machine": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "load_seconds": round(load_s, 1), "eval_windows": args.eval_windows,

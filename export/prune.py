@@ -338,11 +338,12 @@ DEFAULT_RECIPE: dict[str, PruneConfig] = {
     "wanda-50": PruneConfig(method="wanda", level=0.5),
     "sparsegpt-50": PruneConfig(method="sparsegpt", level=0.5),
     "sparsegpt-30": PruneConfig(method="sparsegpt", level=0.3),
-    "sparsegpt-70": PruneConfig(method="sparsegpt", level=0.7, sequential=True, samples=32),
-    "sparsegpt-2:4": PruneConfig(method="sparsegpt", level=0.5, pattern="2:4", sequential=True, samples=32),
     "structured-15": PruneConfig(method="structured", level=0.15),
     "structured-25": PruneConfig(method="structured", level=0.25),
     "structured-35": PruneConfig(method="structured", level=0.35),
+    # last: once the one-pass variants are done the shared statistics can be freed
+    "sparsegpt-70": PruneConfig(method="sparsegpt", level=0.7, sequential=True, samples=32),
+    "sparsegpt-2:4": PruneConfig(method="sparsegpt", level=0.5, pattern="2:4", sequential=True, samples=32),
 }
 
 
