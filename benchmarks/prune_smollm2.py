@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
 import logging
 import platform
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from export.calibrate import collect_stats, max_rss_mb
+from export.calibrate import collect_stats, max_rss_mb, release_memory
 from export.load import load_model, set_threads
 from export.perplexity import perplexity
 from export.prune import DEFAULT_RECIPE, prune_model, recipe_needs
@@ -57,7 +56,7 @@ def main() -> None:
         rest = list(cfgs.values())[k:]
         if stats is not None and not recipe_needs(rest):
             stats = None  # what is left calibrates on its own: free the shared Hessians
-            gc.collect()
+            release_memory()
         model = copy.deepcopy(lm.model)
         r = prune_model(model, cfg, ids, stats=stats)
         ppl = perplexity(model, ev) if ev is not None else None
@@ -70,7 +69,7 @@ def main() -> None:
         runs.append(run)
         print(json.dumps({k: v for k, v in run.items() if k != "config"}), flush=True)
         del model
-        gc.collect()
+        release_memory()
 
     result = {"benchmark": "prune", "model": args.model, "machine": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "load_seconds": round(load_s, 1), "eval_windows": args.eval_windows,

@@ -24,8 +24,14 @@ and the removed units' contribution is compensated on the output projection:
   linear estimate of the removed inputs from the kept ones (no retraining):
   W'_K = W_K + W_R C_RK C_KK⁻¹, b += W_R μ_R − (W'_K − W_K) μ_K.
 
-How many units each layer loses is a `Plan`: uniform, or allocated globally from scores
-standardized per module type (FLAP's adaptive structure search).
+How many units each layer loses (`allocate`) is uniform, or global: the least important
+units over all layers, with scores either z-scored per module type (FLAP's adaptive
+structure search) or divided by the residual stream's energy at their layer. On
+SmolLM2-135M at 25% (MLP only, one pass, 16 held-out windows) uniform gave 26.6, FLAP's
+standardized ranking 48.9 (it strips early layers to 10% of their neurons) and the
+residual-relative one 36.5 (it strips late layers): uniform is the default. Removing
+heads also measured worse than neurons at equal parameters (25%: 30.1 with a quarter of
+the budget on query heads, 33.5 on whole KV groups, 27.3 neurons only).
 """
 
 from __future__ import annotations
