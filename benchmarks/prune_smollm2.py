@@ -1,6 +1,6 @@
 """Time, memory and perplexity of the default recipe's pruned variants on SmolLM2-135M.
 
-    python benchmarks/prune_smollm2.py --eval-windows 60 --out benchmarks/results/prune_smollm2.json
+    PYTHONPATH=. python3 benchmarks/prune_smollm2.py --eval-windows 60 --out benchmarks/results/prune_smollm2.json
 
 One shared calibration pass (`collect_stats`) feeds every variant, as the exporter does;
 each variant prunes a fresh copy of the dense model. Perplexity is the torch one
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from export.calibrate import collect_stats, max_rss_mb
+from export.calibrate import collect_stats, max_rss_mb, release_memory
 from export.load import load_model, set_threads
 from export.perplexity import perplexity
 from export.prune import DEFAULT_RECIPE, prune_model, recipe_needs
@@ -52,7 +52,11 @@ def main() -> None:
     print(f"shared statistics: {shared}", flush=True)
 
     runs = []
-    for name, cfg in cfgs.items():
+    for k, (name, cfg) in enumerate(cfgs.items()):
+        rest = list(cfgs.values())[k:]
+        if stats is not None and not recipe_needs(rest):
+            stats = None  # what is left calibrates on its own: free the shared Hessians
+            release_memory()
         model = copy.deepcopy(lm.model)
         r = prune_model(model, cfg, ids, stats=stats)
         ppl = perplexity(model, ev) if ev is not None else None
@@ -65,6 +69,7 @@ def main() -> None:
         runs.append(run)
         print(json.dumps({k: v for k, v in run.items() if k != "config"}), flush=True)
         del model
+        release_memory()
 
     result = {"benchmark": "prune", "model": args.model, "machine": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "load_seconds": round(load_s, 1), "eval_windows": args.eval_windows,

@@ -21,17 +21,12 @@ per layer, and only the kinds a caller asks for:
 * `sq`   Σ x²  per input column          [in]      (Wanda's ‖X_j‖₂, FLAP's fluctuation)
 * `sum`  Σ x   per input column          [in]      (means, for bias compensation)
 * `xtx`  Σ x xᵀ                           [in, in]  (SparseGPT's Hessian, least squares)
-* `cross` Σ x_dense xᵀ and Σ x_dense       [in, in]  (dense targets, see below)
-
-With `dense_targets` (sequential only) the engine also carries the dense model's
-activations alongside the pruned one's and runs an unpruned copy of each layer on them,
-so a pruner can fit each layer to reproduce the *dense* model's outputs from the pruned
-model's inputs, correcting the error of the layers before it (three forwards per layer).
 """
 
 from __future__ import annotations
 
-import copy
+import ctypes
+import gc
 import logging
 import math
 import resource
@@ -65,7 +60,7 @@ LINEAR_INPUTS: dict[str, str] = {
 # input -> the one Linear whose forward hook records it
 HOOKED: dict[str, str] = {"attn_in": "self_attn.q_proj", "o_in": "self_attn.o_proj",
                           "mlp_in": "mlp.gate_proj", "down_in": "mlp.down_proj"}
-STAT_KINDS = ("sq", "sum", "xtx", "cross")
+STAT_KINDS = ("sq", "sum", "xtx")
 
 Needs = Mapping[str, frozenset[str]]  # input name -> statistic kinds
 
@@ -120,25 +115,15 @@ class InputStats:
     sum: torch.Tensor | None = None  # [in]     Σ x
     xtx: torch.Tensor | None = None  # [in, in] Σ x xᵀ
     packed: torch.Tensor | None = None  # [in (in + 1) / 2] its upper triangle, once `pack`ed
-    cross: torch.Tensor | None = None  # [in, in] Σ x_dense xᵀ (rows: the dense model's input)
-    dense_sum: torch.Tensor | None = None  # [in] Σ x_dense
 
-    def add(self, x: torch.Tensor, x_dense: torch.Tensor | None = None) -> None:
-        """Accumulate a [tokens, in] batch (and the dense model's input for the same tokens)."""
+    def add(self, x: torch.Tensor) -> None:
+        """Accumulate a [tokens, in] batch."""
         x = x.detach().float()
         d = x.shape[-1]
         if self.n == 0:
             self.sum = torch.zeros(d) if "sum" in self.kinds else None
             self.xtx = torch.zeros(d, d) if "xtx" in self.kinds else None
             self.sq = torch.zeros(d) if "sq" in self.kinds and self.xtx is None else None
-            if "cross" in self.kinds:
-                self.cross, self.dense_sum = torch.zeros(d, d), torch.zeros(d)
-        if self.cross is not None:
-            if x_dense is None:
-                raise ExportError("statistic 'cross' needs the dense model's activations: run with dense_targets=True")
-            assert self.dense_sum is not None
-            self.cross.addmm_(x_dense.T, x)
-            self.dense_sum.add_(x_dense.sum(0))
         self.n += x.shape[0]
         if self.xtx is not None:
             self.xtx.addmm_(x.T, x)  # the diagonal is Σ x²: no separate pass
@@ -197,31 +182,6 @@ class InputStats:
     def hessian(self) -> torch.Tensor:
         """E[x xᵀ] [in, in] (SparseGPT's layer Hessian up to a factor 2)."""
         return self._need("hessian", "xtx") / self.n
-
-    @property
-    def has_cross(self) -> bool:
-        return self.cross is not None and self.n > 0
-
-    @property
-    def cross_cov(self) -> torch.Tensor:
-        """E[(x_dense - μ_dense)(x - μ)ᵀ] [in, in] (dense rows, pruned columns)."""
-        if self.cross is None or self.dense_sum is None:
-            raise ExportError("statistic 'cross_cov' needs 'cross', which this calibration did not collect")
-        return self.cross / self.n - torch.outer(self.dense_sum / self.n, self.mean)
-
-    @property
-    def cross_moment(self) -> torch.Tensor:
-        """E[x_dense xᵀ] [in, in]."""
-        if self.cross is None:
-            raise ExportError("statistic 'cross_moment' needs 'cross', which this calibration did not collect")
-        return self.cross / self.n
-
-    @property
-    def dense_mean(self) -> torch.Tensor:
-        """Mean of the dense model's input [in]."""
-        if self.dense_sum is None:
-            raise ExportError("statistic 'dense_mean' needs 'cross', which this calibration did not collect")
-        return self.dense_sum / self.n
 
     @property
     def cov(self) -> torch.Tensor:
@@ -308,6 +268,19 @@ class PeakRSS:
         self.sample()
 
 
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc `malloc_trim`).
+
+    Between variants: glibc keeps freed blocks of a few MB on its heap, so a long export
+    that prunes, evaluates and frees one copy after another creeps up in RSS without it.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def max_rss_mb() -> float:
     """The process's lifetime peak RSS (includes model loading)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -321,19 +294,16 @@ class _Stop(Exception):
 
 
 @contextmanager
-def _hooks(
-    layer: nn.Module, needs: Needs, stats: LayerStats, dense: dict[str, torch.Tensor] | None = None
-) -> Iterator[None]:
-    """Accumulate `needs` from `layer`'s forwards; `dense` holds the same batch's dense inputs."""
+def _hooks(layer: nn.Module, needs: Needs, stats: LayerStats) -> Iterator[None]:
     handles = []
     for name, kinds in needs.items():
         if not kinds:
             continue
         st = stats.inputs.setdefault(name, InputStats(frozenset(kinds)))
 
-        def hook(_mod: nn.Module, args: tuple[Any, ...], _out: Any, st: InputStats = st, name: str = name) -> None:
+        def hook(_mod: nn.Module, args: tuple[Any, ...], _out: Any, st: InputStats = st) -> None:
             x = args[0]
-            st.add(x.reshape(-1, x.shape[-1]), None if dense is None else dense.get(name))  # [B*L, in]
+            st.add(x.reshape(-1, x.shape[-1]))  # [B*L, in]
 
         handles.append(layer.get_submodule(HOOKED[name]).register_forward_hook(hook))
     try:
@@ -393,7 +363,7 @@ class Calibrator:
         for i in range(0, self.samples, self.batch_size):
             yield slice(i, min(i + self.batch_size, self.samples))
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _capture(self) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         """Layer 0's inputs [n, L, H] and each layer's keyword arguments (mask, rotary...)."""
         kwargs: list[dict[str, Any] | None] = [None] * len(self.layers)
@@ -452,29 +422,6 @@ class Calibrator:
             if write:
                 x[sl] = out
 
-    def _forward_pair(
-        self, layer: nn.Module, dense_layer: nn.Module, kw: dict[str, Any], x: torch.Tensor,
-        xd: torch.Tensor, needs: Needs, stats: LayerStats,
-    ) -> None:
-        """Statistics pass with dense targets: per mini-batch, the dense copy on the dense
-        stream (which advances in place), then `layer` on the pruned stream (unchanged)."""
-        captured: dict[str, torch.Tensor] = {}
-        handles = []
-        for name in needs:
-            def grab(_m: nn.Module, args: tuple[Any, ...], _o: Any, name: str = name) -> None:
-                captured[name] = args[0].reshape(-1, args[0].shape[-1]).float()
-            handles.append(dense_layer.get_submodule(HOOKED[name]).register_forward_hook(grab))
-        try:
-            with _hooks(layer, needs, stats, captured):
-                for sl in self._batches():
-                    out = dense_layer(xd[sl], **kw)
-                    xd[sl] = out[0] if isinstance(out, tuple) else out
-                    layer(x[sl], **kw)
-                    captured.clear()
-        finally:
-            for h in handles:
-                h.remove()
-
     def _energy(self, x: torch.Tensor) -> float:
         """Mean squared norm per token of `x` [n, L, H], batch by batch (no full-size temporary)."""
         total = sum(float(x[sl].double().pow(2).sum()) for sl in self._batches())
@@ -487,7 +434,6 @@ class Calibrator:
         sequential: bool = True,
         desc: str = "calibrate",
         progress: bool | None = None,
-        dense_targets: bool = False,
     ) -> CalibrationRun:
         """Walk every layer: collect `needs`, call `on_layer`, propagate.
 
@@ -500,32 +446,24 @@ class Calibrator:
                 pass's outputs, those of the layer as it was (one forward).
             desc: progress-bar label.
             progress: show a tqdm bar (None: only on a terminal).
-            dense_targets: also carry the dense model's activations (a second buffer) and
-                fill the `cross` statistics from an unpruned copy of each layer (sequential
-                only; three forwards per layer).
         """
-        if dense_targets and not sequential:
-            raise ExportError("dense_targets needs sequential=True: in one pass the inputs are the dense ones")
         for name, kinds in needs.items():
             if name not in HOOKED or not set(kinds) <= set(STAT_KINDS):
                 raise ExportError(f"unknown statistic {name}: {sorted(kinds)}; inputs {list(HOOKED)}, kinds {STAT_KINDS}")
         t0 = time.perf_counter()
         forwards = 0
-        with PeakRSS() as rss, torch.inference_mode():
+        # no_grad, not inference_mode: weights a pruner creates here must stay ordinary tensors
+        # (the ONNX exporter and in-place edits refuse inference tensors)
+        with PeakRSS() as rss, torch.no_grad():
             x, kwargs = self._capture()  # [n, L, H]: the one activation buffer
-            xd = x.clone() if dense_targets else None  # [n, L, H]: the dense model's stream
             bar = tqdm(range(len(self.layers)), desc=desc, unit="layer", disable=None if progress is None else not progress, leave=False)
             for i in bar:
                 layer = self.layers[i]
                 stats = LayerStats(residual=self._energy(x))
-                if xd is not None:
-                    self._forward_pair(layer, copy.deepcopy(layer), kwargs[i], x, xd, needs, stats)
-                    forwards += 1
-                else:
-                    # sequential: keep the inputs for the re-run; one pass: the dense
-                    # outputs are the next inputs whatever the callback does
-                    with _hooks(layer, needs, stats):
-                        self._forward(layer, kwargs[i], x, write=not sequential)
+                # sequential: keep the inputs for the re-run; one pass: the dense outputs
+                # are the next inputs whatever the callback does
+                with _hooks(layer, needs, stats):
+                    self._forward(layer, kwargs[i], x, write=not sequential)
                 forwards += 1
                 on_layer(i, layer, stats)
                 del stats
@@ -534,7 +472,7 @@ class Calibrator:
                     forwards += 1
                 rss.sample()
             bar.close()
-            del x, xd
+            del x
         seconds = time.perf_counter() - t0
         log.info("%s: %d layers, %d x %d tokens, %.1f s, peak RSS %.0f MB",
                  desc, len(self.layers), self.samples, self.seq_len, seconds, rss.peak_mb)

@@ -24,8 +24,14 @@ and the removed units' contribution is compensated on the output projection:
   linear estimate of the removed inputs from the kept ones (no retraining):
   W'_K = W_K + W_R C_RK C_KK⁻¹, b += W_R μ_R − (W'_K − W_K) μ_K.
 
-How many units each layer loses is a `Plan`: uniform, or allocated globally from scores
-standardized per module type (FLAP's adaptive structure search).
+How many units each layer loses (`allocate`) is uniform, or global: the least important
+units over all layers, with scores either z-scored per module type (FLAP's adaptive
+structure search) or divided by the residual stream's energy at their layer. On
+SmolLM2-135M at 25% (MLP only, one pass, 16 held-out windows) uniform gave 26.6, FLAP's
+standardized ranking 48.9 (it strips early layers to 10% of their neurons) and the
+residual-relative one 36.5 (it strips late layers): uniform is the default. Removing
+heads also measured worse than neurons at equal parameters (25%: 30.1 with a quarter of
+the budget on query heads, 33.5 on whole KV groups, 27.3 neurons only).
 """
 
 from __future__ import annotations
@@ -379,17 +385,7 @@ def _compensated(
         if st is None:
             raise ExportError(f"compensation {how!r} needs calibration statistics")
         mu = st.mean.double()
-        if st.has_cross:
-            # dense targets: reproduce W x_dense from the kept pruned-model inputs x_K
-            mu_d = st.dense_mean.double()
-            if how == "lstsq":
-                C = st.cov.double()
-                ckk = C[keep][:, keep]
-                ckk = ckk + damp * torch.diagonal(ckk).mean().clamp_min(1e-12) * torch.eye(len(keep), dtype=ckk.dtype)
-                T = W @ st.cross_cov.double()[:, keep]  # [out, K]
-                Wk = torch.linalg.solve(ckk, T.T).T
-            delta_b = W @ mu_d - Wk @ mu[keep]  # an old bias sits in the target and the fit alike
-        elif how == "bias":
+        if how == "bias":
             delta_b = W[:, drop] @ mu[drop]
         elif how == "lstsq":
             C = st.cov.double()  # [in, in]

@@ -104,19 +104,6 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def dense_target(w: torch.Tensor, cross: torch.Tensor, hessian: torch.Tensor, damp: float) -> torch.Tensor:
-    """The weights that best reproduce the dense outputs from the pruned inputs [out, in].
-
-    argmin_V E‖V x - W x_dense‖² = W E[x_dense xᵀ] E[x xᵀ]⁻¹; SparseGPT then prunes V
-    under the pruned inputs' Hessian, whose quadratic loss is centered on it.
-    """
-    with single_thread():
-        H = hessian.double() + damp * torch.diagonal(hessian).double().mean() * torch.eye(len(hessian), dtype=torch.float64)
-        T = w.detach().double() @ cross.double()  # [out, in]
-        return torch.linalg.solve(H, T.T).T.to(w.dtype)
-
-
-@torch.no_grad()
 def sparsegpt(
     ws: list[torch.Tensor],
     hessian: torch.Tensor,

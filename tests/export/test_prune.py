@@ -180,6 +180,7 @@ def test_structured_shapes_level_and_cache(tiny, ids, kw):
         layer.self_attn.q_proj.out_features // layer.self_attn.head_dim for layer in model.model.layers
     ]
     assert report.params == sum(p.numel() for p in model.parameters())
+    assert not any(p.is_inference() for p in model.parameters())  # the exporter must be able to trace them
     _cache_parity(model, ids)
 
 
@@ -221,25 +222,6 @@ def test_compensation_reduces_output_error(tiny, ids):
     assert isinstance(model.model.layers[0].mlp.down_proj.bias, torch.nn.Parameter)
 
 
-@pytest.mark.parametrize("kw", [dict(method="sparsegpt", level=0.6), dict(method="sparsegpt", level=0.5, pattern="2:4"),
-                                dict(method="structured", level=0.4), dict(method="structured", level=0.4, compensation="bias")],
-                         ids=lambda kw: "-".join(str(v) for v in kw.values()))
-def test_dense_targets_lower_the_output_error(tiny, ids, kw):
-    """Fitting each layer to the dense outputs corrects earlier layers' error (in sample)."""
-    with torch.no_grad():
-        ref = tiny.model.model(input_ids=ids).last_hidden_state
-    err = {}
-    for dense_targets in (False, True):
-        model = _fresh(tiny)
-        report = prune_model(model, PruneConfig(**kw, sequential=True, dense_targets=dense_targets, **CAL), ids, progress=False)
-        with torch.no_grad():
-            err[dense_targets] = float((model.model(input_ids=ids).last_hidden_state - ref).pow(2).mean())
-        if not report.structured:
-            assert _zeros(model)[0] == round(kw["level"] * _zeros(model)[1])
-        assert report.calibration["layer_forwards"] == (6 if dense_targets else 4)
-    assert err[True] < err[False]
-
-
 def test_shared_stats_equal_one_pass(tiny, ids):
     cfg = PruneConfig(method="wanda", level=0.5, sequential=False, **CAL)
     a, b = _fresh(tiny), _fresh(tiny)
@@ -251,6 +233,23 @@ def test_shared_stats_equal_one_pass(tiny, ids):
         torch.testing.assert_close(pa, pb)
     with pytest.raises(RecipeError, match="the shared statistics hold"):
         prune_model(_fresh(tiny), PruneConfig(method="sparsegpt", sequential=False, **CAL), stats=stats)
+
+
+def test_default_recipe_from_one_shared_pass(tiny, ids):
+    """Every variant of the default recipe, scaled to the tiny model, from one `collect_stats`."""
+    from dataclasses import replace
+
+    from export.prune import DEFAULT_RECIPE, recipe_needs
+
+    recipe = {n: replace(c, samples=min(c.samples, SAMPLES), seq_len=SEQ, batch_size=4) for n, c in DEFAULT_RECIPE.items()}
+    needs = recipe_needs(recipe.values())
+    assert needs["down_in"] >= {"xtx", "sum"} and needs["attn_in"] >= {"xtx"}
+    stats = collect_stats(tiny.model, ids, needs)
+    for name, cfg in recipe.items():
+        report = prune_model(_fresh(tiny), cfg, ids, stats=stats, progress=False)
+        assert report.sparsity == pytest.approx(cfg.level, abs=0.02), name
+        assert report.calibration["shared_stats"]
+        assert report.calibration["layer_forwards"] == (2 * 2 if cfg.sequential else 0), name
 
 
 def test_magnitude_needs_no_data(tiny):
@@ -280,8 +279,6 @@ def test_magnitude_needs_no_data(tiny):
         (dict(method="structured", attn_share=1.2), r"attn_share must be in \[0, 1\] or None, got 1\.2"),
         (dict(method="structured", score="magnitude"), r"compensation 'lstsq' needs data"),
         (dict(samples=0), r"samples must be an integer >= 1, got 0"),
-        (dict(dense_targets=True), r"dense_targets needs sequential=true"),
-        (dict(method="wanda", dense_targets=True, sequential=True), r"use it with sparsegpt or structured, not 'wanda'"),
     ],
 )
 def test_bad_configs(kw, match):
