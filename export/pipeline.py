@@ -10,7 +10,6 @@ bundle and the previous bundle intact.
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 import time
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -26,7 +25,7 @@ from edge_runtime import bundle as B
 from edge_runtime.errors import EdgeError, ExportError, RecipeError
 from edge_runtime.probe import measure_in_subprocess
 from edge_runtime.session import VariantSession, perplexity
-from export.calibrate import DenseStats, collect_stats
+from export.calibrate import DenseStats, collect_stats, release_memory
 from export.load import LoadedModel, load_model
 from export.onnx_export import SparseStorage, build, describe, save
 from export.prune import PruneConfig, prune_model, recipe_needs
@@ -125,7 +124,7 @@ def export_bundle(
             rest = recipe.variants[len(variants):]
             if stats is not None and not any(v2.name in configs and not configs[v2.name].sequential for v2 in rest):
                 stats = None  # the remaining variants calibrate sequentially: free the shared statistics
-            gc.collect()
+            release_memory()
         manifest = B.Manifest(
             model=B.ModelInfo(
                 source=lm.source,
