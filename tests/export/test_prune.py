@@ -321,6 +321,7 @@ def smollm2():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_real_model_recipe(smollm2):
     """Key variants of the default recipe on SmolLM2-135M, from one shared pass (~5 min, 2 cores)."""
     from export.prune import DEFAULT_RECIPE, recipe_needs
