@@ -94,6 +94,7 @@ def _system(args: argparse.Namespace, floors_path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    read_manifest(args.bundle)  # a missing or malformed bundle is the first thing to report
     floors_path = args.floors or args.bundle / FLOORS_FILE
     if args.mix is not None or args.profiles is not None:
         return _system(args, floors_path)

@@ -268,6 +268,12 @@ def test_cli_missing_floors_file_named_explicitly(bundle, small_suite, capsys):
     assert "x.toml' does not exist; write one with edge-eval" in capsys.readouterr().err
 
 
+def test_cli_missing_bundle_is_the_only_message(tmp_path, capsys):
+    assert main(["--bundle", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"edge-eval: error: bundle directory '{tmp_path / 'nope'}' does not exist; build one with edge-export"
+
+
 def test_cli_mix_needs_scores(tmp_path, tok):
     root = build_bundle(tmp_path / "fresh", tok)
     mix = tmp_path / "mix.json"
