@@ -332,7 +332,7 @@ def _resolve_model(rt: Runtime, config: ServerConfig, model: str | None) -> str 
         return model
     raise StarletteHTTPException(
         404, f"model {model!r} not found: use {_auto_names(rt, config)[0]!r} to let the controller choose, or one "
-             f"of the variants {list(rt.manifest.names)}")
+             f"of the servable variants {[n for n, ok in zip(rt.manifest.names, rt.allowed(), strict=True) if ok]}")
 
 
 def _ascii(text: str) -> str:

@@ -281,6 +281,19 @@ def test_flags_and_environment(monkeypatch):
     assert help_text.count("[EDGE_") >= 19 and "(default: 127.0.0.1)" in help_text
 
 
+def test_unknown_model_lists_only_servable_variants(bundle_copy, make_policy):
+    raw = json.loads((bundle_copy / "manifest.json").read_text())
+    names = [v["name"] for v in raw["variants"]]
+    raw["variants"][1]["gate"] = {"status": "fail", "failed": ["common"]}
+    (bundle_copy / "manifest.json").write_text(json.dumps(raw))
+    with Runtime.open(bundle_copy, policy=make_policy(), threads=1) as rt:
+        app = S.create_app(S.ServerConfig(bundle=str(bundle_copy)), runtime=rt)
+        with TestClient(app) as c:
+            r = c.post("/v1/completions", json={"prompt": "x", "model": "llama-70b"})
+    servable = [n for n in names if n != names[1]]
+    assert_envelope(r, 404, "not_found_error", f"one of the servable variants {servable}")
+
+
 def test_startup_errors_exit_nonzero(tmp_path, bundle_copy, capsys):
     assert S.main(["--bundle", str(tmp_path / "missing")]) == 2
     assert "edge-serve: error: bundle directory" in capsys.readouterr().err
