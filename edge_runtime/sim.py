@@ -7,7 +7,7 @@
 
 Controllers: `rl` (the bundle's ONNX policy behind the rule fallback, as the runtime runs
 it), `rule`, `static:NAME` (one variant throughout), `oracle` (the lookahead planner that
-knows the profile's future; lives in `controller/` and needs the `[train]` extra).
+knows the profile's future, `edge_runtime.oracle`).
 
 A device-side tool: numpy, onnxruntime and matplotlib only. Costs come from the bundle's
 manifest through `SimulatedBackend`. With `--runtime` the same requests are replayed twice,
@@ -29,6 +29,7 @@ from typing import Any
 from edge_runtime.bundle import Manifest, read_manifest
 from edge_runtime.catalog import VariantCatalog
 from edge_runtime.errors import EdgeError, PolicyError, VariantError
+from edge_runtime.oracle import LookaheadOracle
 from edge_runtime.policy import Policy, RulePolicy, StaticPolicy, load_policy
 from edge_runtime.profile import load_profile
 from edge_runtime.simulator import GenerationBackend, Planner, RewardConfig, SimReport, Simulator
@@ -55,11 +56,6 @@ def make_controller(spec: str, bundle_dir: str | os.PathLike[str], manifest: Man
                                "and is never run; pick another static variant")
         return StaticPolicy(i)
     if spec == "oracle":
-        try:
-            from controller.baselines import LookaheadOracle
-        except ImportError as e:
-            raise EdgeError(f"--controller oracle needs the training extra ({e}); install it with "
-                            "pip install 'edge-sparsity-runtime[train]'") from e
         return LookaheadOracle(catalog)
     raise EdgeError(f"unknown controller {spec!r}; choose one of {', '.join(CONTROLLERS)}")
 
