@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:
 from edge_runtime import observation  # noqa: E402
 from edge_runtime.bundle import read_manifest  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
+from edge_runtime.server import wait_healthy  # noqa: E402
 from edge_runtime.session import VariantSession  # noqa: E402
 from edge_runtime.signals import StaticSource  # noqa: E402
 
@@ -240,16 +241,7 @@ def bench_server(bundle: Path, variant: str, threads: int | None, prompt_len: in
         c.post(url + "/v1/completions", json=body).raise_for_status()
 
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("edge-serve did not start")
-            time.sleep(0.2)
+        wait_healthy(url, proc, timeout_s=300)
         call()
         embedded, served = [], []
         with Runtime.open(bundle, **RT, signals=StaticSource(), threads=threads, preload=(variant,), allow_ungated=True,

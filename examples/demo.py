@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_runtime import bundle as B  # noqa: E402
 from edge_runtime.errors import EdgeError  # noqa: E402
+from edge_runtime.server import wait_healthy  # noqa: E402
 
 PROFILES = ("scripted-day", "commute-phone")  # replayed in stage 4 (both held out from training)
 QUESTIONS = (
@@ -129,16 +130,7 @@ def serve(bundle: Path) -> None:
     server = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "EDGE_LOG_LEVEL": "warning"})
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("edge-serve did not become healthy")
-            time.sleep(0.5)
+        wait_healthy(base, server, timeout_s=180, poll_s=0.5)
         client = OpenAI(base_url=f"{base}/v1", api_key="unused")
         model = client.models.list().data[0].id
         for q in QUESTIONS:

@@ -14,21 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edge_runtime.errors import EdgeError
+from edge_runtime.server import wait_healthy
+
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "edge-serve exited"
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("edge-serve did not become healthy")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -40,7 +30,7 @@ def test_sigterm_drains_then_exits_zero(tiny_bundle, port):
          "--threads", "1", "--grace-s", "20", "--log-level", "warning"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_healthy(url, proc)
+        wait_healthy(url, proc, poll_s=0.1)
         streamed: list[str] = []
         queued: list[int] = []
         first_line = threading.Event()
@@ -78,3 +68,13 @@ def test_sigterm_drains_then_exits_zero(tiny_bundle, port):
     final = json.loads(streamed[-2].removeprefix("data: "))
     assert final["choices"][0]["finish_reason"] == "length" and final["timings"]["predicted_n"] == 40
     assert queued == [200]
+
+
+def test_wait_healthy_fails_fast_on_exit_and_on_timeout(port):
+    url = f"http://127.0.0.1:{port}"  # nothing listens there
+    gone = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    gone.wait()
+    with pytest.raises(EdgeError, match="edge-serve exited with code 3 before"):
+        wait_healthy(url, gone)
+    with pytest.raises(EdgeError, match=r"/health did not say ok within 0.3 s"):
+        wait_healthy(url, timeout_s=0.3, poll_s=0.05)

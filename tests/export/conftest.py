@@ -1,4 +1,4 @@
-"""Fixtures for the evaluation harness tests (helpers live in evalkit.py)."""
+"""Fixtures for the export tests: pruning on tiny models and the evaluation harness (helpers in evalkit.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,17 @@ from evalkit import SMALL_SUITE, FakeModel, build_bundle, suite_text
 from tokenizers import Tokenizer
 
 from export.load import tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: a second OpenMP thread only adds barrier waits (worse on a busy machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

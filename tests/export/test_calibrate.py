@@ -18,15 +18,7 @@ from export.load import TinyConfig, tiny_model
 from export.text import calibration_windows
 
 ARCHS = ["LlamaForCausalLM", "Qwen2ForCausalLM"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: a second OpenMP thread only adds barrier waits (worse on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=ARCHS)

@@ -18,15 +18,7 @@ from export.prune import PRUNERS, PruneConfig, decoder_weight_count, prune_model
 from export.text import calibration_windows
 
 ARCHS = ["LlamaForCausalLM", "Qwen2ForCausalLM"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: a second OpenMP thread only adds barrier waits (worse on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 SAMPLES, SEQ = 8, 32
 CAL = dict(samples=SAMPLES, seq_len=SEQ, plan_samples=4, batch_size=4)
 
