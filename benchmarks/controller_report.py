@@ -6,7 +6,7 @@
 Controllers: every static variant that passed its gate, the rule controller, the trained
 policy (`rl`, the exported ONNX file behind the runtime's fallback, as the device runs it)
 and the lookahead oracle. Without `--bundle`, the default bundle (`bundles/smollm2-135m`) is
-used if it exists with measured costs; otherwise a synthetic one (edge_runtime.synthetic,
+used if it exists with measured costs; otherwise a synthetic one (edge_runtime.sim.synthetic,
 "smollm2" preset) is written to `bundles/synthetic-smollm2` and the report says so. A
 bundle without a policy is trained first (`edge-train` with its defaults).
 
@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 
 from controller.evaluation import compare, controller_specs, criteria, markdown  # noqa: E402
 from edge_runtime.bundle import read_manifest  # noqa: E402
-from edge_runtime.catalog import VariantCatalog  # noqa: E402
+from edge_runtime.control.catalog import VariantCatalog  # noqa: E402
 from edge_runtime.errors import BundleError  # noqa: E402
-from edge_runtime.policy import load_policy  # noqa: E402
-from edge_runtime.profile import list_profiles, load_profile  # noqa: E402
-from edge_runtime.simulator import Simulator  # noqa: E402
-from edge_runtime.synthetic import write_synthetic_bundle  # noqa: E402
+from edge_runtime.control.policy import load_policy  # noqa: E402
+from edge_runtime.sim.profile import list_profiles, load_profile  # noqa: E402
+from edge_runtime.sim.simulator import Simulator  # noqa: E402
+from edge_runtime.sim.synthetic import write_synthetic_bundle  # noqa: E402
 
 DEFAULT_BUNDLE = ROOT / "bundles" / "smollm2-135m"
 SYNTHETIC_BUNDLE = ROOT / "bundles" / "synthetic-smollm2"
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     md = [
         "# Controller report", "",
         f"Bundle `{bundle.relative_to(ROOT) if bundle.is_relative_to(ROOT) else bundle}`"
-        + (" (synthetic: costs and quality from edge_runtime.synthetic, not measured)" if synthetic else "")
+        + (" (synthetic: costs and quality from edge_runtime.sim.synthetic, not measured)" if synthetic else "")
         + f"; quality from {catalog.quality_source}; policy trained on {', '.join(trained_on)}; "
         f"held out: {', '.join(held_out)}.", "",
         f"Decision latency (ONNX policy behind the fallback, {latency['decisions']} decisions): "

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_runtime import bundle as B  # noqa: E402
-from edge_runtime.probe import measure_in_subprocess  # noqa: E402
+from edge_runtime.engine.probe import measure_in_subprocess  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -67,7 +67,7 @@ import json, time, torch
 from export.load import load_model
 from export.text import calibration_windows
 from export.prune import PruneConfig, prune_model
-from edge_runtime.probe import peak_rss_mb
+from edge_runtime.engine.probe import peak_rss_mb
 lm = load_model()
 before = peak_rss_mb()
 calib = calibration_windows(lm.tokenizer, {samples}, {seq_len})

@@ -1,16 +1,16 @@
 """Baselines the trained controller is measured against.
 
-* every static variant and the runtime's rule controller: `edge_runtime.policy`
+* every static variant and the runtime's rule controller: `edge_runtime.control.policy`
   (`StaticPolicy`, `RulePolicy`), gathered here by `baseline_policies`;
-* `LookaheadOracle`, the planner that knows the profile's future: `edge_runtime.oracle`
+* `LookaheadOracle`, the planner that knows the profile's future: `edge_runtime.sim.oracle`
   (device-side, so `edge-sim` can run it), re-exported here.
 """
 
 from __future__ import annotations
 
-from edge_runtime.catalog import VariantCatalog
-from edge_runtime.oracle import DEFAULT_PRICES, LookaheadOracle
-from edge_runtime.policy import Policy, RulePolicy, StaticPolicy
+from edge_runtime.control.catalog import VariantCatalog
+from edge_runtime.sim.oracle import DEFAULT_PRICES, LookaheadOracle
+from edge_runtime.control.policy import Policy, RulePolicy, StaticPolicy
 
 __all__ = ["DEFAULT_PRICES", "LookaheadOracle", "baseline_policies"]
 

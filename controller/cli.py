@@ -22,9 +22,9 @@ from dataclasses import replace
 from typing import Any
 
 from edge_runtime.bundle import read_manifest, write_manifest
-from edge_runtime.catalog import VariantCatalog
+from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.errors import EdgeError
-from edge_runtime.simulator import RewardConfig
+from edge_runtime.sim.simulator import RewardConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,13 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Sb3Policy:
-    """An in-memory SB3 model as an `edge_runtime.policy.Policy` (for --no-export)."""
+    """An in-memory SB3 model as an `edge_runtime.control.policy.Policy` (for --no-export)."""
 
     def __init__(self, model: Any, actions: tuple[int, ...]) -> None:
         self.model, self.actions = model, actions
 
     def decide(self, obs: Any, allowed: Any) -> Any:
-        from edge_runtime.policy import Decision
+        from edge_runtime.control.policy import Decision
 
         a, _ = self.model.predict(obs, deterministic=True)
         return Decision(self.actions[int(a)], "rl")
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.evaluation import compare, controller_specs
     from controller.policy_export import sample_observations, write_policy
     from controller.train import TrainConfig, check_split, train
-    from edge_runtime.simulator import Simulator
+    from edge_runtime.sim.simulator import Simulator
 
     manifest = read_manifest(args.bundle)
     catalog = VariantCatalog.from_manifest(manifest)

@@ -1,9 +1,9 @@
 """`EdgeDevice-v0`: the gymnasium environment the controller is trained in.
 
 One episode replays one profile (drawn uniformly from `profiles` at each reset) through
-`edge_runtime.simulator.Simulator`, the same replay `edge-sim` runs. One step is one
+`edge_runtime.sim.simulator.Simulator`, the same replay `edge-sim` runs. One step is one
 decision: the action picks the variant for the request at the head of the queue; the
-observation is `edge_runtime.observation.encode` of the next decision point; the reward
+observation is `edge_runtime.control.observation.encode` of the next decision point; the reward
 is the simulator's (`RewardConfig`) accrued until then. The episode ends (`terminated`)
 when the profile's requests are done or the battery runs out.
 
@@ -31,13 +31,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from edge_runtime import observation
+from edge_runtime.control import observation
 from edge_runtime.bundle import read_manifest
-from edge_runtime.catalog import VariantCatalog
+from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.errors import ProfileError
-from edge_runtime.profile import Profile, load_profile
-from edge_runtime.simulator import RewardConfig, Simulator
-from edge_runtime.workload import generate_requests
+from edge_runtime.sim.profile import Profile, load_profile
+from edge_runtime.sim.simulator import RewardConfig, Simulator
+from edge_runtime.sim.workload import generate_requests
 
 ENV_ID = "EdgeDevice-v0"
 

@@ -18,10 +18,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from edge_runtime.bundle import Manifest, read_manifest
-from edge_runtime.catalog import VariantCatalog
-from edge_runtime.profile import Profile, load_profile
-from edge_runtime.sim import make_controller
-from edge_runtime.simulator import RewardConfig, SimReport, Simulator
+from edge_runtime.control.catalog import VariantCatalog
+from edge_runtime.sim.profile import Profile, load_profile
+from edge_runtime.sim.cli import make_controller
+from edge_runtime.sim.simulator import RewardConfig, SimReport, Simulator
 
 QUALITY_GAIN = 1.10
 DENSE_MISS = 0.10

@@ -1,6 +1,6 @@
 """Exporting a trained policy to ONNX and writing it into the bundle.
 
-Contract (read by `edge_runtime.policy.OnnxPolicy`): one input `observation` float32
+Contract (read by `edge_runtime.control.policy.OnnxPolicy`): one input `observation` float32
 [N, observation.SIZE], one output `logits` float32 [N, n_actions]; the action is the argmax
 of the logits over allowed actions, which is exactly SB3's deterministic action for a
 categorical policy. Only the actor is exported (features -> actor MLP -> action head);
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import observation
+from edge_runtime.control import observation
 from edge_runtime.bundle import POLICY, ControllerInfo, read_manifest, write_manifest
 from edge_runtime.errors import TrainError
-from edge_runtime.policy import OnnxPolicy
+from edge_runtime.control.policy import OnnxPolicy
 
 log = logging.getLogger(__name__)
 

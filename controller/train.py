@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.catalog import VariantCatalog
+from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.config import check_table, read_toml
 from edge_runtime.errors import TrainError
-from edge_runtime.profile import Profile
-from edge_runtime.simulator import RewardConfig
+from edge_runtime.sim.profile import Profile
+from edge_runtime.sim.simulator import RewardConfig
 
 log = logging.getLogger(__name__)
 

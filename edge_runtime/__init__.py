@@ -34,7 +34,7 @@ _LAZY = {
     "Runtime": "edge_runtime.runtime",
     "RuntimeConfig": "edge_runtime.runtime",
     "Result": "edge_runtime.runtime",
-    "SamplingParams": "edge_runtime.sampling",
+    "SamplingParams": "edge_runtime.engine.sampling",
 }
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from edge_runtime.observation import DeviceState
+from edge_runtime.control.observation import DeviceState
 
 PREFIX = "edge"
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_runtime.errors import EdgeError
-from edge_runtime.generate import Timings
+from edge_runtime.engine.generate import Timings
 from edge_runtime.queue import Entry
 
 log = logging.getLogger(__name__)

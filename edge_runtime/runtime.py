@@ -11,9 +11,9 @@
 Every request goes through one bounded queue (`edge_runtime.queue`) to one worker thread
 that owns the onnxruntime sessions (onnxruntime already spreads each forward pass over
 the cores). When the worker takes a request it checks the deadline, reads the signals,
-encodes the observation (`edge_runtime.observation.encode`), asks the policy for a
-variant among those allowed, loads it if it is cold (`edge_runtime.pool`), and
-generates (`edge_runtime.generate`). A variant that fails to load or run is fenced and
+encodes the observation (`edge_runtime.control.observation.encode`), asks the policy for a
+variant among those allowed, loads it if it is cold (`edge_runtime.engine.pool`), and
+generates (`edge_runtime.engine.generate`). A variant that fails to load or run is fenced and
 the request is retried once on the next allowed variant, provided no text had been
 streamed yet. Every result says which variant served it, why, and where the time went.
 """
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import observation
+from edge_runtime.control import observation
 from edge_runtime.bundle import Manifest, check_files, read_manifest
 from edge_runtime.errors import (
     BundleError,
@@ -45,16 +45,16 @@ from edge_runtime.errors import (
     Unavailable,
     VariantError,
 )
-from edge_runtime.generate import Generation, Timings
+from edge_runtime.engine.generate import Generation, Timings
 from edge_runtime.metrics import Metrics
-from edge_runtime.observation import DeviceState, RequestState
-from edge_runtime.policy import Policy, StaticPolicy, load_policy
-from edge_runtime.pool import VariantPool
+from edge_runtime.control.observation import DeviceState, RequestState
+from edge_runtime.control.policy import Policy, StaticPolicy, load_policy
+from edge_runtime.engine.pool import VariantPool
 from edge_runtime.queue import RequestQueue
 from edge_runtime.request import Event, Handle, Result
-from edge_runtime.sampling import SamplingParams
-from edge_runtime.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
-from edge_runtime.tokenizer import Tokenizer
+from edge_runtime.engine.sampling import SamplingParams
+from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
+from edge_runtime.engine.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class _Job:
 
 @dataclass
 class _Choice:
-    """A decision made without the policy (the fields of `edge_runtime.policy.Decision`)."""
+    """A decision made without the policy (the fields of `edge_runtime.control.policy.Decision`)."""
 
     variant: int
     reason: str
@@ -149,7 +149,7 @@ class Runtime:
             config: runtime settings (default `RuntimeConfig()`); `overrides` replace single fields,
                 e.g. `Runtime.open(d, threads=2, memory_budget_mb=800)`.
             policy: anything with `decide(obs, allowed) -> Decision` (default: the bundle's policy
-                behind the rule fallback, `edge_runtime.policy.load_policy`).
+                behind the rule fallback, `edge_runtime.control.policy.load_policy`).
             signals: a `SignalSource` (default: `config.signals`).
 
         Raises:

@@ -75,13 +75,13 @@ class EvalConfig:
 class OrtModel:
     """A variant's ONNX graph behind the `LanguageModel` protocol, through the runtime's session.
 
-    `edge_runtime.session.VariantSession` is what the device runs (same providers, same
+    `edge_runtime.engine.session.VariantSession` is what the device runs (same providers, same
     expansion of masked weights, same in-place KV cache); this adapter adds greedy
     generation and the timing of a reference request.
     """
 
     def __init__(self, path: str | Path, threads: int | None = None, name: str = "", storage: str | None = None) -> None:
-        from edge_runtime.session import VariantSession
+        from edge_runtime.engine.session import VariantSession
 
         self.name = name or str(path)
         try:
@@ -419,7 +419,7 @@ def profile_mixes(
     Requests that failed (dropped, errored) are the share of the pseudo-variant `FAILED`, which
     delivers no quality.
     """
-    from edge_runtime.sim import simulate
+    from edge_runtime.sim.cli import simulate
 
     out: dict[str, dict[str, float]] = {}
     for prof in profiles:

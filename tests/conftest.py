@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.bundle import read_manifest
-from edge_runtime.catalog import VariantCatalog
-from edge_runtime.synthetic import write_synthetic_bundle
+from edge_runtime.control.catalog import VariantCatalog
+from edge_runtime.sim.synthetic import write_synthetic_bundle
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import json
 
 from controller.baselines import LookaheadOracle, baseline_policies
-from edge_runtime.profile import load_profile
-from edge_runtime.sim import main as edge_sim
-from edge_runtime.simulator import Simulator
+from edge_runtime.sim.profile import load_profile
+from edge_runtime.sim.cli import main as edge_sim
+from edge_runtime.sim.simulator import Simulator
 
 
 def test_oracle_beats_every_baseline(catalog, profiles):

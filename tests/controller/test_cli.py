@@ -4,7 +4,7 @@ import pytest
 
 from controller.cli import main
 from edge_runtime.bundle import read_manifest
-from edge_runtime.synthetic import write_synthetic_bundle
+from edge_runtime.sim.synthetic import write_synthetic_bundle
 
 TINY_TOML = "n_envs = 2\nn_steps = 128\nbatch_size = 64\nn_epochs = 2\nnet_arch = [16, 16]\n"
 

@@ -8,10 +8,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import controller  # noqa: F401  (registers EdgeDevice-v0)
 from controller.env import ENV_ID, EdgeDeviceEnv, perturb
-from edge_runtime import observation
+from edge_runtime.control import observation
 from edge_runtime.errors import BundleError, ProfileError
-from edge_runtime.profile import load_profile
-from edge_runtime.synthetic import write_synthetic_bundle
+from edge_runtime.sim.profile import load_profile
+from edge_runtime.sim.synthetic import write_synthetic_bundle
 
 
 def test_registered_and_made_by_id(bundle, profiles):

@@ -7,7 +7,7 @@ import pytest
 
 from controller.train import TrainConfig, check_split, policy_actions, train
 from edge_runtime.errors import TrainError
-from edge_runtime.profile import load_profile
+from edge_runtime.sim.profile import load_profile
 
 from .conftest import TINY
 

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edge_runtime.observation import DeviceState
+from edge_runtime.control.observation import DeviceState
 from edge_runtime.runtime import Runtime
-from edge_runtime.signals import StaticSource
+from edge_runtime.control.signals import StaticSource
 
 SHORT_PROFILE = """
 name = "short"
@@ -138,7 +138,7 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def live(tiny_bundle: Path):
     """One real server per test module: runtime (ScriptedPolicy, max_queue 2), API key "sekrit"."""
-    from edge_runtime.server import ServerConfig, create_app
+    from edge_runtime.serve.app import ServerConfig, create_app
 
     policy = ScriptedPolicy()
     rt = Runtime.open(tiny_bundle, policy=policy, signals=StaticSource(DeviceState()), threads=1, max_queue=2)

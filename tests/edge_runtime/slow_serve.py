@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from edge_runtime import session
+from edge_runtime.engine import session
 
 _step = session.Decoder.step
 _DELAY = float(os.environ.get("SLOW_STEP_S", "0.02"))
@@ -20,6 +20,6 @@ def _slow_step(self, token):  # type: ignore[no-untyped-def]
 session.Decoder.step = _slow_step  # type: ignore[method-assign]
 
 if __name__ == "__main__":
-    from edge_runtime.server import main
+    from edge_runtime.serve.app import main
 
     sys.exit(main())

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from edge_runtime.bundle import Cost, Quality
-from edge_runtime.catalog import HARD_EXPONENT, VariantCatalog
+from edge_runtime.control.catalog import HARD_EXPONENT, VariantCatalog
 from edge_runtime.errors import BundleError
-from edge_runtime.synthetic import synthetic_manifest
+from edge_runtime.sim.synthetic import synthetic_manifest
 
 
 def test_dense_is_the_reference_and_hard_requests_lose_more():
@@ -30,7 +30,7 @@ def test_scores_give_slice_retention():
 
 
 def test_perplexity_fallback_is_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="edge_runtime.catalog"):
+    with caplog.at_level(logging.INFO, logger="edge_runtime.control.catalog"):
         cat = VariantCatalog.from_manifest(synthetic_manifest("small", scores=False))
     assert cat.quality_source == "perplexity"
     assert "perplexity retention" in caplog.text

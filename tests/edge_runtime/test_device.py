@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from edge_runtime.device import Device
-from edge_runtime.profile import DeviceConfig
+from edge_runtime.sim.device import Device
+from edge_runtime.sim.profile import DeviceConfig
 
 COOL = dict(ambient_c=20.0, thermal_resistance_c_per_w=1.0, throttle_c=90.0)
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from edge_runtime.bundle import read_manifest
-from edge_runtime.generate import Generation
-from edge_runtime.sampling import SamplingParams
-from edge_runtime.tokenizer import Tokenizer
+from edge_runtime.engine.generate import Generation
+from edge_runtime.engine.sampling import SamplingParams
+from edge_runtime.engine.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

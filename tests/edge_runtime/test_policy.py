@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime import observation
+from edge_runtime.control import observation
 from edge_runtime.bundle import ControllerInfo, read_manifest, write_manifest
 from edge_runtime.errors import PolicyError
-from edge_runtime.observation import DeviceState, RequestState, encode
-from edge_runtime.policy import (
+from edge_runtime.control.observation import DeviceState, RequestState, encode
+from edge_runtime.control.policy import (
     Decision,
     FallbackPolicy,
     OnnxPolicy,

@@ -9,7 +9,7 @@ import pytest
 
 from edge_runtime.bundle import read_manifest
 from edge_runtime.errors import BundleError, VariantError
-from edge_runtime.pool import VariantPool
+from edge_runtime.engine.pool import VariantPool
 
 
 def edit(bundle, fn):
@@ -43,7 +43,7 @@ def test_nothing_servable_is_a_bundle_error(bundle_copy):
 
 
 def test_budget_unloads_least_recently_used(bundle_copy, caplog):
-    caplog.set_level(logging.INFO, "edge_runtime.pool")
+    caplog.set_level(logging.INFO, "edge_runtime.engine.pool")
 
     def costs(raw):
         for v in raw["variants"]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.errors import ProfileError
-from edge_runtime.profile import PROFILES_ENV, Profile, find_profile, list_profiles, load_profile
+from edge_runtime.sim.profile import PROFILES_ENV, Profile, find_profile, list_profiles, load_profile
 
 BUNDLED = (
     "desk-plugged", "laptop-battery", "phone-low-battery", "jetson-battery-pack", "hot-enclosure",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from edge_runtime.catalog import VariantCatalog
-from edge_runtime.policy import StaticPolicy
-from edge_runtime.profile import DeviceConfig, Profile, TraceRequest, WorkloadConfig
-from edge_runtime.replay import RuntimeBackend
-from edge_runtime.simulator import Simulator
+from edge_runtime.control.catalog import VariantCatalog
+from edge_runtime.control.policy import StaticPolicy
+from edge_runtime.sim.profile import DeviceConfig, Profile, TraceRequest, WorkloadConfig
+from edge_runtime.sim.replay import RuntimeBackend
+from edge_runtime.sim.simulator import Simulator
 
 
 def test_replay_runs_each_decision_on_the_runtime(runtime):

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edge_runtime import observation
+from edge_runtime.control import observation
 from edge_runtime.errors import (
     BundleError,
     DeadlineExceeded,
@@ -19,9 +19,9 @@ from edge_runtime.errors import (
     Unavailable,
     VariantError,
 )
-from edge_runtime.observation import DeviceState
+from edge_runtime.control.observation import DeviceState
 from edge_runtime.runtime import Runtime, RuntimeConfig
-from edge_runtime.signals import CallableSource, StaticSource
+from edge_runtime.control.signals import CallableSource, StaticSource
 
 
 def edit(bundle, fn):
@@ -181,7 +181,7 @@ def test_a_broken_policy_never_fails_a_request(tiny_bundle, bad):
 
 
 def test_bad_policy_file_falls_back_to_rules(bundle_copy):
-    pytest.importorskip("edge_runtime.policy", reason="the controller's policy module is not merged yet")
+    pytest.importorskip("edge_runtime.control.policy", reason="the controller's policy module is not merged yet")
     (bundle_copy / "controller").mkdir(exist_ok=True)
     (bundle_copy / "controller/policy.onnx").write_bytes(b"not onnx")
     edit(bundle_copy, lambda r: r.update(controller={"policy": "controller/policy.onnx",

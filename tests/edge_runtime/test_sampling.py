@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import RequestError
-from edge_runtime.sampling import Sampler, SamplingParams, stop_prefix_len
+from edge_runtime.engine.sampling import Sampler, SamplingParams, stop_prefix_len
 
 LOGITS = np.log(np.array([0.5, 0.25, 0.15, 0.06, 0.04], np.float32))
 
@@ -79,7 +79,7 @@ def test_stop_as_a_string_and_prefix_holdback():
 
 
 def test_two_level_draw_matches_the_distribution():
-    from edge_runtime.sampling import _draw
+    from edge_runtime.engine.sampling import _draw
 
     rng = np.random.default_rng(0)
     w = np.zeros(5000, np.float32)

@@ -11,7 +11,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from edge_runtime import server as S
+from edge_runtime.serve import app as S
 from edge_runtime.errors import BundleError
 from edge_runtime.runtime import Runtime
 

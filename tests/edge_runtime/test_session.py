@@ -7,7 +7,7 @@ import pytest
 
 from edge_runtime.bundle import read_manifest
 from edge_runtime.errors import VariantError
-from edge_runtime.session import VariantSession
+from edge_runtime.engine.session import VariantSession
 
 
 @pytest.fixture(scope="module", params=["dense", "dense-int8"])

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from edge_runtime import signals as S
-from edge_runtime.observation import DeviceState
+from edge_runtime.control import signals as S
+from edge_runtime.control.observation import DeviceState
 
 
 def write(root: Path, rel: str, text: str) -> None:
@@ -77,7 +77,7 @@ def test_sysfs_energy_instead_of_capacity(tmp_path):
 
 
 def test_sysfs_jetson_no_battery_ignores_bad_probe(tmp_path, caplog):
-    caplog.set_level(logging.INFO, "edge_runtime.signals")
+    caplog.set_level(logging.INFO, "edge_runtime.control.signals")
     src = S.SysfsSource(jetson(tmp_path), load=load0)
     s = src.read()
     assert s.battery_level == 1.0 and s.plugged_in  # mains
@@ -93,7 +93,7 @@ def test_sysfs_cooling_device_means_throttled(tmp_path):
 
 
 def test_sysfs_empty_tree_reads_defaults(tmp_path, caplog):
-    caplog.set_level(logging.INFO, "edge_runtime.signals")
+    caplog.set_level(logging.INFO, "edge_runtime.control.signals")
     src = S.SysfsSource(tmp_path / "nothing", load=load0)
     assert not src.has_sensors()
     assert src.read() == S.DEFAULTS.__class__(cpu_load=0.25)
@@ -109,7 +109,7 @@ def test_sysfs_garbage_values_do_not_crash(tmp_path):
 
 
 def test_psutil_without_sensors(monkeypatch, caplog):
-    caplog.set_level(logging.INFO, "edge_runtime.signals")
+    caplog.set_level(logging.INFO, "edge_runtime.control.signals")
     monkeypatch.setattr(S.psutil, "sensors_battery", lambda: None, raising=False)
     monkeypatch.setattr(S.psutil, "sensors_temperatures", lambda: {}, raising=False)
     s = S.PsutilSource(load=load0).read()

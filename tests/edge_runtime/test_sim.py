@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.sim import main
-from edge_runtime.simulator import SimReport
+from edge_runtime.sim.cli import main
+from edge_runtime.sim.simulator import SimReport
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +58,7 @@ def test_errors_are_one_line(bundle, capsys, args, match):
 
 
 def test_bundle_without_costs_is_a_bundle_error(tmp_path, capsys):
-    from edge_runtime.synthetic import write_synthetic_bundle
+    from edge_runtime.sim.synthetic import write_synthetic_bundle
 
     b = write_synthetic_bundle(tmp_path / "nocost", costs=False)
     assert main(["--bundle", str(b), "--profile", "desk-plugged", "--controller", "rule"]) == 2
@@ -71,7 +71,7 @@ def test_edge_runtime_never_imports_offline_tooling(bundle):
         "import sys, pkgutil, importlib, edge_runtime\n"
         "for m in pkgutil.iter_modules(edge_runtime.__path__):\n"
         "    importlib.import_module('edge_runtime.' + m.name)\n"
-        f"from edge_runtime.sim import main; main(['--bundle', {str(bundle)!r}, '--profile', 'desk-plugged', "
+        f"from edge_runtime.sim.cli import main; main(['--bundle', {str(bundle)!r}, '--profile', 'desk-plugged', "
         "'--controller', 'rule', '--json'])\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'gymnasium', 'stable_baselines3', 'controller', 'export', 'transformers'))\n"

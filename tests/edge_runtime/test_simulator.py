@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from edge_runtime import observation
-from edge_runtime.catalog import VariantCatalog
+from edge_runtime.control import observation
+from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.errors import PolicyError, ProfileError
-from edge_runtime.policy import RulePolicy, StaticPolicy
-from edge_runtime.profile import (
+from edge_runtime.control.policy import RulePolicy, StaticPolicy
+from edge_runtime.sim.profile import (
     DeviceConfig,
     Event,
     Profile,
@@ -18,8 +18,8 @@ from edge_runtime.profile import (
     WorkloadConfig,
     load_profile,
 )
-from edge_runtime.simulator import Generation, RewardConfig, SimReport, Simulator
-from edge_runtime.synthetic import synthetic_manifest
+from edge_runtime.sim.simulator import Generation, RewardConfig, SimReport, Simulator
+from edge_runtime.sim.synthetic import synthetic_manifest
 
 MAINS = DeviceConfig(battery_wh=0.0, idle_w=2.0, active_w=10.0, ambient_c=20.0, thermal_resistance_c_per_w=1.0)
 

@@ -6,7 +6,7 @@ import pytest
 
 from edge_runtime.bundle import read_manifest
 from edge_runtime.errors import BundleError, RequestError
-from edge_runtime.tokenizer import Tokenizer
+from edge_runtime.engine.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

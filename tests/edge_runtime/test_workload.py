@@ -5,8 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from edge_runtime.profile import Event, Profile, WorkloadConfig, load_profile
-from edge_runtime.workload import generate_requests
+from edge_runtime.sim.profile import Event, Profile, WorkloadConfig, load_profile
+from edge_runtime.sim.workload import generate_requests
 
 
 def test_poisson_count_and_ranges():

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from edge_runtime.session import VariantSession
+from edge_runtime.engine.session import VariantSession
 from export.load import TinyConfig, tiny_model
 from export.onnx_export import SparseStorage, build, describe, save
 from export.quantize import quantize

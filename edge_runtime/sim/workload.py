@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from edge_runtime.profile import Profile, WorkloadConfig
+from edge_runtime.sim.profile import Profile, WorkloadConfig
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ bundle *measured* (never from a variant's name):
 
       work_s(v) = (p * prefill_ms(v) + n * decode_ms(v)) / 1000                      (C1)
 
-  seconds of compute at that machine's speed; `edge_runtime.device` scales it by the
+  seconds of compute at that machine's speed; `edge_runtime.sim.device` scales it by the
   profile's `speed` and by thermal throttling.
 
 * **quality**: relative to the dense variant, so that dense = 1.0. From the evaluation

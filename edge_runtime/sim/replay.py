@@ -1,4 +1,4 @@
-"""Profile replay through the real runtime: a `GenerationBackend` for `edge_runtime.simulator`.
+"""Profile replay through the real runtime: a `GenerationBackend` for `edge_runtime.sim.simulator`.
 
 The simulator decides on a virtual clock (its device model supplies battery, heat and
 queue); with `RuntimeBackend` each decision is then *run*: the chosen variant generates
@@ -16,11 +16,11 @@ prompt and new-token counts are clipped to the bundle's context length.
 
 from __future__ import annotations
 
-from edge_runtime.catalog import VariantCatalog
+from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.request import Result
 from edge_runtime.runtime import Runtime
-from edge_runtime.simulator import Generation
-from edge_runtime.workload import Request
+from edge_runtime.sim.simulator import Generation
+from edge_runtime.sim.workload import Request
 
 PASSAGE = (
     "The device answers questions about its own logs, sensors and schedules. It runs on a battery "

@@ -25,9 +25,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from edge_runtime.catalog import VariantCatalog
-from edge_runtime.policy import Decision, Policy, RulePolicy
-from edge_runtime.simulator import Simulator
+from edge_runtime.control.catalog import VariantCatalog
+from edge_runtime.control.policy import Decision, Policy, RulePolicy
+from edge_runtime.sim.simulator import Simulator
 
 log = logging.getLogger(__name__)
 

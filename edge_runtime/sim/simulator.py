@@ -3,7 +3,7 @@
 The device serves one request at a time, first come first served. A *decision point* is a
 moment when the device is free and a request waits: the controller picks a variant for the
 request at the head of the queue, the generation backend says how much compute that takes,
-and the device model (`edge_runtime.device`) turns compute into time, energy and heat.
+and the device model (`edge_runtime.sim.device`) turns compute into time, energy and heat.
 Between requests the device idles. Profile events fire at their time, also mid-request.
 
 * A request still queued after its deadline is dropped (the runtime raises
@@ -39,14 +39,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from edge_runtime.catalog import VariantCatalog
+from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.config import check_table, read_toml
-from edge_runtime.device import Device, RunResult
+from edge_runtime.sim.device import Device, RunResult
 from edge_runtime.errors import PolicyError, ProfileError
-from edge_runtime.observation import RequestState, encode
-from edge_runtime.policy import Decision, Policy
-from edge_runtime.profile import Profile
-from edge_runtime.workload import Request, generate_requests
+from edge_runtime.control.observation import RequestState, encode
+from edge_runtime.control.policy import Decision, Policy
+from edge_runtime.sim.profile import Profile
+from edge_runtime.sim.workload import Request, generate_requests
 
 HARD = 0.5  # a request with hard >= HARD counts as hard in `hard_quality`
 
@@ -257,7 +257,7 @@ class Simulator:
         return self.requests[self.head]
 
     def observation(self) -> np.ndarray:
-        """`edge_runtime.observation.encode` of the current decision point, float32 [SIZE]."""
+        """`edge_runtime.control.observation.encode` of the current decision point, float32 [SIZE]."""
         if self.done:
             return self._last_obs
         req, t = self.requests[self.head], self.device.t

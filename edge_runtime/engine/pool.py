@@ -30,7 +30,7 @@ import numpy as np
 
 from edge_runtime.bundle import Manifest, Variant
 from edge_runtime.errors import BundleError, VariantError
-from edge_runtime.session import Decoder, VariantSession
+from edge_runtime.engine.session import Decoder, VariantSession
 
 log = logging.getLogger(__name__)
 

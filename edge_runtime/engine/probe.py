@@ -1,6 +1,6 @@
 """Measure one variant's cost on this machine: prefill and decode ms per token, peak RSS.
 
-Runs in a fresh process (`python -m edge_runtime.probe MODEL.onnx`) so that the peak
+Runs in a fresh process (`python -m edge_runtime.engine.probe MODEL.onnx`) so that the peak
 resident memory is the variant's alone and timings are not disturbed by the caller's
 heap. The exporter records the result as the variant's `cost` in the manifest; on a
 device, the same command tells how much slower or faster it is than the build machine.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.errors import VariantError
-from edge_runtime.session import VariantSession
+from edge_runtime.engine.session import VariantSession
 
 PROMPT_TOKENS = 128
 DECODE_TOKENS = 32
@@ -76,7 +76,7 @@ def measure(path: str | Path, threads: int | None = None, prompt_tokens: int = P
 
 def measure_in_subprocess(path: str | Path, threads: int | None = None, timeout_s: float = 600) -> dict[str, float]:
     """`measure` in a fresh Python process; raises VariantError with its stderr on failure."""
-    cmd = [sys.executable, "-m", "edge_runtime.probe", str(path)]
+    cmd = [sys.executable, "-m", "edge_runtime.engine.probe", str(path)]
     if threads:
         cmd += ["--threads", str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)

@@ -31,8 +31,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from edge_runtime.observation import DeviceState
-from edge_runtime.profile import DeviceConfig
+from edge_runtime.control.observation import DeviceState
+from edge_runtime.sim.profile import DeviceConfig
 
 _EPS = 1e-9
 

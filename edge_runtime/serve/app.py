@@ -44,7 +44,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge_runtime import api
+from edge_runtime.serve import schemas
 from edge_runtime.bundle import check_files, read_manifest
 from edge_runtime.errors import (
     EdgeError,
@@ -52,7 +52,7 @@ from edge_runtime.errors import (
     Unavailable,
     VariantError,
 )
-from edge_runtime.http import (
+from edge_runtime.serve.http import (
     HTTP_TYPES,
     BodyLimit,
     HttpMetrics,
@@ -62,9 +62,9 @@ from edge_runtime.http import (
 )
 from edge_runtime.request import Event, Handle
 from edge_runtime.runtime import Runtime, RuntimeConfig
-from edge_runtime.signals import SOURCES
+from edge_runtime.control.signals import SOURCES
 
-log = logging.getLogger("edge_runtime.server")
+log = logging.getLogger("edge_runtime.serve.app")
 
 AUTO_MODEL = "auto"  # besides the bundle's name and --alias: let the controller choose
 _HEADER = {"schema": {"type": "string"}}
@@ -141,7 +141,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
 
     # no /docs or /redoc: they load their UI from a CDN, which an offline device cannot reach
     app = FastAPI(title="edge-serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="OpenAI-compatible API over an adaptive-sparsity bundle; see edge_runtime.server")
+                  description="OpenAI-compatible API over an adaptive-sparsity bundle; see edge_runtime.serve.app")
     app.state.edge = state
 
     @app.exception_handler(EdgeError)
@@ -173,10 +173,10 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                                          headers={"WWW-Authenticate": "Bearer"})
 
     guarded = [Depends(auth)]
-    common = api.error_responses(400, 401, 404, 408, 413, 429, 500, 503)
+    common = schemas.error_responses(400, 401, 404, 408, 413, 429, 500, 503)
 
-    @app.get("/health", response_model=api.Health, tags=["native"],
-             responses={503: {"model": api.Health, "description": "loading, failed, or shutting down"}})
+    @app.get("/health", response_model=schemas.Health, tags=["native"],
+             responses={503: {"model": schemas.Health, "description": "loading, failed, or shutting down"}})
     async def health() -> Response:
         body = {"status": state.status, "detail": state.error}
         code = 200 if state.status == "ok" else 503
@@ -184,18 +184,18 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["native"], dependencies=guarded, response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
-                        **api.error_responses(401, 503)})
+                        **schemas.error_responses(401, 503)})
     async def metrics() -> Response:
         rt = state.ready()
         rt.metrics.queue_depth.set(rt.queue.depth)
         return Response(rt.metrics.export(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/status", tags=["native"], dependencies=guarded, responses=api.error_responses(401, 503))
+    @app.get("/status", tags=["native"], dependencies=guarded, responses=schemas.error_responses(401, 503))
     async def status() -> dict[str, Any]:
         return await run_in_threadpool(state.ready().status)
 
-    @app.get("/v1/models", response_model=api.ModelList, tags=["openai"], dependencies=guarded,
-             responses=api.error_responses(401, 503))
+    @app.get("/v1/models", response_model=schemas.ModelList, tags=["openai"], dependencies=guarded,
+             responses=schemas.error_responses(401, 503))
     async def models() -> dict[str, Any]:
         rt = state.ready()
         created = int(os.path.getmtime(rt.bundle_dir / "manifest.json"))
@@ -210,10 +210,10 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                 "decode_ms_per_token": v.cost.decode_ms_per_token}})
         return {"object": "list", "data": data}
 
-    @app.post("/v1/completions", response_model=api.CompletionResponse, tags=["openai"], dependencies=guarded,
+    @app.post("/v1/completions", response_model=schemas.CompletionResponse, tags=["openai"], dependencies=guarded,
               responses={200: OK_COMPLETION,
                          **common})
-    async def completions(body: api.CompletionRequest) -> Response:
+    async def completions(body: schemas.CompletionRequest) -> Response:
         rt = state.ready()
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and all(isinstance(x, str) for x in prompt):
@@ -223,11 +223,11 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         source = {"prompt_ids": prompt} if isinstance(prompt, list) else {"prompt": prompt}
         return await _serve(rt, body, source, body.max_tokens, chat=False)
 
-    @app.post("/v1/chat/completions", response_model=api.ChatCompletionResponse, tags=["openai"],
+    @app.post("/v1/chat/completions", response_model=schemas.ChatCompletionResponse, tags=["openai"],
               dependencies=guarded,
               responses={200: OK_COMPLETION,
                          **common})
-    async def chat_completions(body: api.ChatCompletionRequest) -> Response:
+    async def chat_completions(body: schemas.ChatCompletionRequest) -> Response:
         rt = state.ready()
         messages = [m.model_dump(exclude_none=False) for m in body.messages]
         return await _serve(rt, body, {"messages": messages}, body.max_completion_tokens or body.max_tokens,
@@ -273,7 +273,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
             assert ev.error is not None
             raise ev.error
         assert ev.result is not None
-        return JSONResponse(api.completion_body(ev.result, handle.id, created, chat), headers=headers)
+        return JSONResponse(schemas.completion_body(ev.result, handle.id, created, chat), headers=headers)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(HttpMetrics, state=state)
@@ -294,7 +294,7 @@ async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first:
             choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         else:
             choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-        return api.sse({**base, "choices": [choice], **extra, **more})
+        return schemas.sse({**base, "choices": [choice], **extra, **more})
 
     try:
         if chat:
@@ -306,14 +306,14 @@ async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first:
             elif ev.kind == "error":
                 assert ev.error is not None
                 err = edge_error_response(ev.error)
-                yield api.sse({"error": json.loads(err.body)["error"]})
+                yield schemas.sse({"error": json.loads(err.body)["error"]})
                 break
             elif ev.kind == "done":
                 r = ev.result
                 assert r is not None
-                yield chunk(None, api.finish_reason(r), edge=api.edge(r), timings=api.timings(r))
+                yield chunk(None, schemas.finish_reason(r), edge=schemas.edge(r), timings=schemas.timings(r))
                 if include_usage:
-                    yield api.sse({**base, "choices": [], "usage": api.usage(r)})
+                    yield schemas.sse({**base, "choices": [], "usage": schemas.usage(r)})
                 break
         yield b"data: [DONE]\n\n"
     finally:

@@ -4,7 +4,7 @@ numpy and onnxruntime only. Every policy answers one question,
 
     decide(obs: float32[observation.SIZE], allowed: bool[n_variants]) -> Decision
 
-where `obs` is `edge_runtime.observation.encode(...)` and `allowed[i]` is False for
+where `obs` is `edge_runtime.control.observation.encode(...)` and `allowed[i]` is False for
 variants that may not run (gate failed, failed to load). `Decision.variant` indexes the
 manifest's variant list.
 
@@ -32,9 +32,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from edge_runtime import observation
+from edge_runtime.control import observation
 from edge_runtime.bundle import Manifest, read_manifest
-from edge_runtime.catalog import VariantCatalog
+from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.errors import PolicyError
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class RuleConfig:
 class RulePolicy:
     """The hand-written controller: the densest variant the battery, heat, queue and deadline allow.
 
-    Reads the observation back into physical units (scales in `edge_runtime.observation`)
+    Reads the observation back into physical units (scales in `edge_runtime.control.observation`)
     and predicts each variant's time for this request from the manifest's measured costs
     (catalog C1), slowed by max(1, recent ms per token / dense ms per token) and by
     `throttled_slowdown` while throttled.

@@ -16,9 +16,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from edge_runtime.sampling import Sampler, SamplingParams, stop_prefix_len
-from edge_runtime.session import Decoder
-from edge_runtime.tokenizer import Tokenizer
+from edge_runtime.engine.sampling import Sampler, SamplingParams, stop_prefix_len
+from edge_runtime.engine.session import Decoder
+from edge_runtime.engine.tokenizer import Tokenizer
 
 FINISH_REASONS = ("stop", "length", "cancelled")
 

@@ -1,6 +1,6 @@
 """Device signals: battery, power, temperature, throttling and CPU load, from pluggable sources.
 
-A `SignalSource` answers `read() -> DeviceState` (`edge_runtime.observation`). Sources:
+A `SignalSource` answers `read() -> DeviceState` (`edge_runtime.control.observation`). Sources:
 
 * `PsutilSource`: `psutil.sensors_battery()`, `psutil.sensors_temperatures()` and CPU
   utilisation; works on Linux, macOS and Windows where psutil has the sensor.
@@ -32,7 +32,7 @@ from typing import Protocol, runtime_checkable
 
 import psutil
 
-from edge_runtime.observation import DeviceState
+from edge_runtime.control.observation import DeviceState
 
 log = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ def _require(cond: bool, where: str, msg: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """The device: battery, power draw, thermal model and speed (edge_runtime.device)."""
+    """The device: battery, power draw, thermal model and speed (edge_runtime.sim.device)."""
 
     battery_wh: float = 0.0  # capacity; 0 = mains powered, no battery
     battery_start: float = 1.0  # state of charge at t=0, 0-1
@@ -98,7 +98,7 @@ class DeviceConfig:
 
 @dataclass(frozen=True)
 class WorkloadConfig:
-    """How requests arrive and what they ask for (edge_runtime.workload)."""
+    """How requests arrive and what they ask for (edge_runtime.sim.workload)."""
 
     arrival: str = "poisson"  # "poisson" | "bursty" | "trace"
     rate_per_s: float = 0.3  # mean arrivals per second (between bursts for "bursty")

@@ -45,7 +45,7 @@ SIZE = len(FEATURES)
 
 @dataclass(frozen=True)
 class DeviceState:
-    """What the signal sources report (docs in `edge_runtime.signals`)."""
+    """What the signal sources report (docs in `edge_runtime.control.signals`)."""
 
     battery_level: float = 1.0  # 0-1
     plugged_in: bool = True
