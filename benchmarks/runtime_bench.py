@@ -47,12 +47,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edge_runtime.control import observation  # noqa: E402
 from edge_runtime.bundle import read_manifest  # noqa: E402
-from edge_runtime.runtime import Runtime  # noqa: E402
-from edge_runtime.serve.app import wait_healthy  # noqa: E402
-from edge_runtime.engine.session import VariantSession  # noqa: E402
+from edge_runtime.control import observation  # noqa: E402
 from edge_runtime.control.signals import StaticSource  # noqa: E402
+from edge_runtime.engine.session import VariantSession  # noqa: E402
+from edge_runtime.runtime import Runtime  # noqa: E402
+from edge_runtime.serve.client import wait_healthy  # noqa: E402
 
 # llama.cpp on the build machine, 2 threads, SmolLM2-135M (tokens/s)
 RT: dict[str, Any] = {}  # Runtime.open settings shared by every section (--spin)
@@ -227,7 +227,7 @@ def bench_server(bundle: Path, variant: str, threads: int | None, prompt_len: in
     body = {"model": variant, "prompt": prompt, "max_tokens": new, "ignore_eos": True}
     n_single = max(8, per_client * 2)
     port = _free_port()
-    cmd = [sys.executable, "-m", "edge_runtime.serve.app", "--bundle", str(bundle), "--port", str(port),
+    cmd = [sys.executable, "-m", "edge_runtime.serve.cli", "--bundle", str(bundle), "--port", str(port),
            "--preload", variant, "--max-queue", "64", "--signals", "static", "--log-level", "warning",
            "--allow-ungated"] + (["--threads", str(threads)] if threads else []) + (["--spin"] if RT.get("spin") else [])
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -1,7 +1,7 @@
-"""Typed tables: check a parsed TOML/JSON mapping against a frozen config dataclass.
+"""Typed configuration: `RuntimeConfig`, and the one checker of TOML/JSON tables.
 
-Profiles, reward weights and training configs are typed, frozen dataclasses; this is the one
-checker they share. Unknown keys and wrong types are rejected with the key's name, the
+Profiles, reward weights, recipes, floors and training configs are typed, frozen
+dataclasses; `check_table` is the one checker they share. Unknown keys and wrong types are rejected with the key's name, the
 value seen and the known keys. `float` fields accept integers; `bool` never passes for a
 number; `tuple[int, int]` and `tuple[int, ...]` take lists; `X | None` takes X.
 """
@@ -13,10 +13,11 @@ import os
 import tomllib
 import types
 import typing
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.control.signals import SOURCES
 from edge_runtime.errors import EdgeError
 
 
@@ -86,3 +87,36 @@ def read_toml(path: str | os.PathLike[str], what: str, error: type[EdgeError]) -
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise error(f"{what} {str(path)!r} is not valid TOML: {e}") from e
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How a `Runtime` runs; `edge-serve` maps one flag to each field."""
+
+    threads: int | None = None  # onnxruntime intra-op threads per session; None: every core this process may use
+    providers: tuple[str, ...] | None = None  # execution providers, preferred first; None: CUDA if present, then CPU
+    memory_budget_mb: float | None = None  # loaded variants' estimated MiB at most (LRU unloading); None: no limit
+    max_queue: int = 16  # requests waiting before new ones are refused (Overloaded / HTTP 429)
+    max_prompt_tokens: int | None = None  # longer prompts are refused; None: the context length - 1
+    default_max_tokens: int = 256  # when a request sets none (capped by what fits the context)
+    default_deadline_s: float | None = None  # when a request sets none; None: no deadline
+    allow_ungated: bool = False  # also serve variants whose evaluation gate failed (logged loudly)
+    preload: str | tuple[str, ...] = "first"  # at open: "none", "first" (first servable), "all", or variant names
+    prefill_chunk: int = 256  # prompt tokens per forward pass (bounds the transient logits memory)
+    signals: str = "auto"  # auto | psutil | sysfs | static, when no SignalSource object is passed
+    spin: bool = False  # onnxruntime threads busy-wait between passes: a little faster on an idle
+    # machine, up to 2x slower where other processes share the cores (measured on 2 busy cores)
+
+    def __post_init__(self) -> None:
+        for name in ("max_queue", "default_max_tokens", "prefill_chunk"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"RuntimeConfig.{name} must be an integer >= 1, got {v!r}")
+        for name in ("memory_budget_mb", "default_deadline_s"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
+                raise ValueError(f"RuntimeConfig.{name} must be a number > 0 or None, got {v!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"RuntimeConfig.threads must be an integer >= 1 or None, got {self.threads!r}")
+        if self.signals not in SOURCES:
+            raise ValueError(f"RuntimeConfig.signals must be one of {sorted(SOURCES)}, got {self.signals!r}")

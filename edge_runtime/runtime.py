@@ -34,8 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.control import observation
 from edge_runtime.bundle import Manifest, check_files, read_manifest
+from edge_runtime.config import RuntimeConfig
+from edge_runtime.control import observation
+from edge_runtime.control.observation import DeviceState, RequestState
+from edge_runtime.control.policy import Decision, Policy, StaticPolicy, load_policy, valid_choice
+from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
+from edge_runtime.engine.generate import Generation, Timings
+from edge_runtime.engine.pool import VariantPool
+from edge_runtime.engine.sampling import SamplingParams
+from edge_runtime.engine.tokenizer import Tokenizer
 from edge_runtime.errors import (
     BundleError,
     DeadlineExceeded,
@@ -45,51 +53,11 @@ from edge_runtime.errors import (
     Unavailable,
     VariantError,
 )
-from edge_runtime.engine.generate import Generation, Timings
 from edge_runtime.metrics import Metrics
-from edge_runtime.control.observation import DeviceState, RequestState
-from edge_runtime.control.policy import Policy, StaticPolicy, load_policy
-from edge_runtime.engine.pool import VariantPool
 from edge_runtime.queue import RequestQueue
-from edge_runtime.request import Event, Handle, Result
-from edge_runtime.engine.sampling import SamplingParams
-from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
-from edge_runtime.engine.tokenizer import Tokenizer
+from edge_runtime.request import Event, Handle, Intake, Result
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    """How a `Runtime` runs; `edge-serve` maps one flag to each field."""
-
-    threads: int | None = None  # onnxruntime intra-op threads per session; None: every core this process may use
-    providers: tuple[str, ...] | None = None  # execution providers, preferred first; None: CUDA if present, then CPU
-    memory_budget_mb: float | None = None  # loaded variants' estimated MiB at most (LRU unloading); None: no limit
-    max_queue: int = 16  # requests waiting before new ones are refused (Overloaded / HTTP 429)
-    max_prompt_tokens: int | None = None  # longer prompts are refused; None: the context length - 1
-    default_max_tokens: int = 256  # when a request sets none (capped by what fits the context)
-    default_deadline_s: float | None = None  # when a request sets none; None: no deadline
-    allow_ungated: bool = False  # also serve variants whose evaluation gate failed (logged loudly)
-    preload: str | tuple[str, ...] = "first"  # at open: "none", "first" (first servable), "all", or variant names
-    prefill_chunk: int = 256  # prompt tokens per forward pass (bounds the transient logits memory)
-    signals: str = "auto"  # auto | psutil | sysfs | static, when no SignalSource object is passed
-    spin: bool = False  # onnxruntime threads busy-wait between passes: a little faster on an idle
-    # machine, up to 2x slower where other processes share the cores (measured on 2 busy cores)
-
-    def __post_init__(self) -> None:
-        for name in ("max_queue", "default_max_tokens", "prefill_chunk"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"RuntimeConfig.{name} must be an integer >= 1, got {v!r}")
-        for name in ("memory_budget_mb", "default_deadline_s"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
-                raise ValueError(f"RuntimeConfig.{name} must be a number > 0 or None, got {v!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ValueError(f"RuntimeConfig.threads must be an integer >= 1 or None, got {self.threads!r}")
-        if self.signals not in SOURCES:
-            raise ValueError(f"RuntimeConfig.signals must be one of {sorted(SOURCES)}, got {self.signals!r}")
 
 
 @dataclass
@@ -102,15 +70,6 @@ class _Job:
     deadline_s: float  # budget from submission (inf: none)
     submitted: float  # monotonic
     handle: Handle
-
-
-@dataclass
-class _Choice:
-    """A decision made without the policy (the fields of `edge_runtime.control.policy.Decision`)."""
-
-    variant: int
-    reason: str
-    latency_s: float = 0.0
 
 
 class Runtime:
@@ -129,6 +88,8 @@ class Runtime:
         self.latency = LatencyTracker()
         self.context_length = manifest.model.context_length
         self.max_prompt_tokens = min(config.max_prompt_tokens or self.context_length - 1, self.context_length - 1)
+        self.intake = Intake(tokenizer, manifest.model.vocab_size, self.context_length, self.max_prompt_tokens,
+                             config.default_max_tokens, config.default_deadline_s)
         self._service_s = 1.0  # EWMA of a request's service time, for Retry-After
         self.queue = RequestQueue(config.max_queue, retry_after=self._retry_after)
         self._ids = itertools.count(1)
@@ -141,7 +102,8 @@ class Runtime:
 
     @classmethod
     def open(cls, bundle_dir: str | os.PathLike[str], config: RuntimeConfig | None = None, *,
-             policy: Policy | None = None, signals: SignalSource | None = None, **overrides: Any) -> Runtime:
+             policy: Policy | None = None, signals: SignalSource | None = None, manifest: Manifest | None = None,
+             **overrides: Any) -> Runtime:
         """Validate the bundle, load the tokenizer and the preloaded variants, start the worker.
 
         Args:
@@ -151,6 +113,8 @@ class Runtime:
             policy: anything with `decide(obs, allowed) -> Decision` (default: the bundle's policy
                 behind the rule fallback, `edge_runtime.control.policy.load_policy`).
             signals: a `SignalSource` (default: `config.signals`).
+            manifest: the bundle's manifest when the caller has already read and checked it
+                (`edge-serve` does, before binding its port); else it is read and checked here.
 
         Raises:
             BundleError: unknown format, missing file, malformed manifest, or no variant that may
@@ -159,13 +123,15 @@ class Runtime:
         """
         config = replace(config or RuntimeConfig(), **overrides)
         root = Path(bundle_dir)
-        manifest = read_manifest(root)
-        check_files(root, manifest)
+        if manifest is None:
+            manifest = read_manifest(root)
+            check_files(root, manifest)
         tokenizer = Tokenizer.from_bundle(root, manifest)
+        metrics = Metrics()
         pool = VariantPool(root, manifest, threads=config.threads,
                            providers=list(config.providers) if config.providers else None,
                            memory_budget_mb=config.memory_budget_mb, allow_ungated=config.allow_ungated,
-                           prefill_chunk=config.prefill_chunk, spin=config.spin)
+                           prefill_chunk=config.prefill_chunk, spin=config.spin, metrics=metrics)
         if policy is None:
             try:
                 policy = load_policy(root, manifest)
@@ -176,7 +142,7 @@ class Runtime:
                 policy = StaticPolicy(first)
         if signals is None:
             signals = StaticSource() if config.signals == "static" else SOURCES[config.signals]()
-        rt = cls(root, manifest, tokenizer, pool, policy, signals, config, Metrics())
+        rt = cls(root, manifest, tokenizer, pool, policy, signals, config, metrics)
         try:
             rt._preload()
         except BaseException:
@@ -199,7 +165,7 @@ class Runtime:
         errors = []
         for index in todo:
             try:
-                self._load(index, capacity=256)
+                self.pool.get(index, capacity=256)
             except VariantError as e:
                 errors.append(str(e))
                 continue
@@ -208,26 +174,6 @@ class Runtime:
         if not self.pool.allowed().any():
             raise BundleError(f"no variant of {str(self.bundle_dir)!r} loads: " + "; ".join(errors)
                               + " (re-export the bundle)")
-
-    def _load(self, index: int, capacity: int) -> tuple[Any, float]:
-        name = self.manifest.variants[index].name
-        why = self.pool.why_not(index)
-        if why is not None:  # excluded or already fenced: nothing new to fence
-            raise VariantError(f"variant {name!r} may not run: {why}")
-        try:
-            loaded, load_s = self.pool.get(index, capacity)
-        except VariantError as e:
-            self.metrics.failures.labels(name).inc()
-            self.pool.fence(index, str(e))
-            self.metrics.fenced.labels(name).set(1)
-            self.metrics.loaded.labels(name).set(0)
-            raise
-        if load_s > 0:
-            self.metrics.loads.labels(name).inc()
-            self.metrics.load_seconds.labels(name).observe(load_s)
-            for v in self.manifest.variants:  # LRU may have unloaded others
-                self.metrics.loaded.labels(v.name).set(float(self.manifest.index(v.name) in self.pool.loaded))
-        return loaded, load_s
 
     # ------------------------------------------------------------------ lookups
 
@@ -264,47 +210,6 @@ class Runtime:
 
     # ------------------------------------------------------------------ requests
 
-    def prepare(self, prompt: str | None = None, messages: Sequence[dict[str, Any]] | None = None,
-                prompt_ids: Sequence[int] | None = None) -> list[int]:
-        """The prompt's token ids from exactly one of text, chat messages or ids; checks its length."""
-        given = [x is not None for x in (prompt, messages, prompt_ids)]
-        if sum(given) != 1:
-            raise RequestError("give exactly one of prompt, messages or prompt_ids")
-        if messages is not None:
-            ids = self.tokenizer.encode_chat(messages)
-        elif prompt is not None:
-            if not isinstance(prompt, str):
-                raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")
-            ids = self.tokenizer.encode(prompt)
-        else:
-            ids = [int(i) for i in prompt_ids or []]
-            vocab = self.manifest.model.vocab_size
-            if any(not 0 <= i < vocab for i in ids):
-                raise RequestError(f"prompt token ids must be in [0, {vocab})")
-        if not ids:
-            raise RequestError("the prompt is empty: give at least one token of text")
-        if len(ids) > self.max_prompt_tokens:
-            raise RequestError(f"the prompt has {len(ids)} tokens, more than the limit of {self.max_prompt_tokens}; "
-                               "shorten it")
-        return ids
-
-    def sampling(self, prompt_tokens: int, params: SamplingParams | None = None, **kw: Any) -> SamplingParams:
-        """Sampling parameters with `max_tokens` defaulted and checked against the context length."""
-        room = self.context_length - prompt_tokens
-        explicit = kw.get("max_tokens") is not None or params is not None
-        kw = {k: v for k, v in kw.items() if v is not None}
-        if params is None:
-            kw.setdefault("max_tokens", min(self.config.default_max_tokens, room))
-            params = SamplingParams(**kw)
-        elif kw:
-            params = replace(params, **kw)
-        if explicit and params.max_tokens > room:
-            raise RequestError(
-                f"max_tokens ({params.max_tokens}) + the prompt ({prompt_tokens} tokens) exceed the context length "
-                f"({self.context_length}); ask for at most {room} tokens"
-            )
-        return params
-
     def submit(self, prompt: str | None = None, *, messages: Sequence[dict[str, Any]] | None = None,
                prompt_ids: Sequence[int] | None = None, params: SamplingParams | None = None,
                variant: str | None = None, priority: int = 0, deadline_s: float | None = None,
@@ -330,8 +235,9 @@ class Runtime:
             Overloaded: the queue is full. Unavailable: the runtime is closing.
         """
         try:
-            ids = self.prepare(prompt, messages, prompt_ids)
-            params = self.sampling(len(ids), params, **sampling)
+            ids = self.intake.prompt(prompt, messages, prompt_ids)
+            params = self.intake.sampling(len(ids), params, **sampling)
+            budget = self.intake.fields(difficulty, priority, deadline_s)
             pinned = None
             if variant is not None:
                 pinned = self.variant_index(variant)
@@ -339,15 +245,6 @@ class Runtime:
                 if why is not None:
                     raise VariantError(f"variant {variant!r} may not run: {why}; choose another or let the "
                                        f"controller choose (model {self.name!r})")
-            if isinstance(difficulty, bool) or not isinstance(difficulty, (int, float)) or not 0 <= difficulty <= 1:
-                raise RequestError(f"difficulty must be a number in [0, 1], got {difficulty!r}")
-            if isinstance(priority, bool) or not isinstance(priority, int):
-                raise RequestError(f"priority must be an integer, got {priority!r}")
-            budget = self.config.default_deadline_s if deadline_s is None else deadline_s
-            if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                                       or not budget > 0):
-                raise RequestError(f"deadline_s must be a number > 0, got {budget!r}")
-            budget = math.inf if budget is None else float(budget)
         except RequestError:
             self.metrics.rejected.labels("invalid").inc()
             raise
@@ -399,7 +296,7 @@ class Runtime:
     # ------------------------------------------------------------------ the controller
 
     def decide(self, prompt_tokens: int, max_tokens: int, deadline_s: float = math.inf, difficulty: float = 0.0,
-               device: DeviceState | None = None) -> tuple[Any, np.ndarray]:
+               device: DeviceState | None = None) -> tuple[Decision, np.ndarray]:
         """The policy's decision for a request like this one, now: (Decision, observation)."""
         device = device or self._read_signals()
         state = RequestState(
@@ -418,12 +315,13 @@ class Runtime:
                               "after fixing the bundle")
         try:
             d = self.policy.decide(obs, allowed)
-            ok = isinstance(d.variant, (int, np.integer)) and 0 <= d.variant < len(allowed) and allowed[d.variant]
         except Exception as e:  # the policy (even its fallback) must never take a request down
             log.error("policy failed (%s: %s): serving the densest allowed variant", type(e).__name__, e)
-            d, ok = None, False
-        if not ok:
-            d = _Choice(int(np.flatnonzero(allowed)[0]), "policy error -> densest allowed")
+            d = None
+        if not valid_choice(d, allowed):
+            d = Decision(int(np.flatnonzero(allowed)[0]), "policy error -> densest allowed", source="fallback")
+        elif not isinstance(d, Decision):  # a duck-typed policy of the caller's: its answer, typed once
+            d = Decision(int(d.variant), str(d.reason), float(getattr(d, "latency_s", 0.0)))
         return d, obs
 
     def _read_signals(self) -> DeviceState:
@@ -482,12 +380,7 @@ class Runtime:
         else:
             left = job.submitted + job.deadline_s - started
             d, obs = self.decide(len(job.prompt_ids), job.params.max_tokens, left, job.difficulty, device)
-            index, reason = int(d.variant), str(d.reason)
-            source = "policy"
-            if reason.startswith("fallback"):
-                # a bundle that names no trained policy decides by rule on purpose: not a fallback
-                planned = not self.manifest.controller.policy and reason.startswith("fallback: no policy")
-                source = "rule" if planned else "fallback"
+            index, reason, source = int(d.variant), str(d.reason), d.source
             if source == "fallback":
                 self.metrics.fallbacks.inc()
         t.decide_s = time.perf_counter() - t0
@@ -498,7 +391,7 @@ class Runtime:
             name = self.manifest.variants[index].name
             self.metrics.selections.labels(name, source).inc()
             try:
-                loaded, load_s = self._load(index, capacity)
+                loaded, load_s = self.pool.get(index, capacity)
                 t.load_s += load_s
                 gen = Generation(loaded.decoder, self.tokenizer, job.prompt_ids, job.params, timings=t,
                                  cancelled=lambda: job.handle.cancelled)
@@ -513,11 +406,7 @@ class Runtime:
                     job.handle.emit(Event("start", variant=name, reason=reason))
                 break
             except VariantError as e:
-                if index not in self.pool.fenced:
-                    self.metrics.failures.labels(name).inc()
-                    self.pool.fence(index, str(e))
-                    self.metrics.fenced.labels(name).set(1)
-                    self.metrics.loaded.labels(name).set(0)
+                self.pool.fence(index, str(e))
                 nxt = self.pool.next_allowed(index)
                 if attempt == 1 or job.pinned is not None or job.handle.streamed or nxt is None:
                     self.metrics.requests.labels(name, "error").inc()
@@ -529,7 +418,7 @@ class Runtime:
                 t = Timings(queue_s=t.queue_s, decide_s=t.decide_s, load_s=t.load_s)
         t.total_s = time.monotonic() - job.submitted
         result = Result(job.id, gen.text, gen.token_ids, gen.finish_reason or "stop", name, reason, t,
-                        cold_start=t.load_s > 0, retried_from=retried_from,
+                        source=source, cold_start=t.load_s > 0, retried_from=retried_from,
                         observation=observation.describe(obs) if obs is not None else {})
         self._account(result)
         job.handle.emit(Event("done", variant=name, reason=reason, result=result))

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_runtime import bundle as B  # noqa: E402
 from edge_runtime.errors import EdgeError  # noqa: E402
-from edge_runtime.serve.app import wait_healthy  # noqa: E402
+from edge_runtime.serve.client import wait_healthy  # noqa: E402
 
 PROFILES = ("scripted-day", "commute-phone")  # replayed in stage 4 (both held out from training)
 QUESTIONS = (
@@ -125,7 +125,7 @@ def serve(bundle: Path) -> None:
     from openai import OpenAI
 
     port = free_port()
-    cmd = [sys.executable, "-m", "edge_runtime.serve.app", "--bundle", str(bundle), "--port", str(port)]
+    cmd = [sys.executable, "-m", "edge_runtime.serve.cli", "--bundle", str(bundle), "--port", str(port)]
     print("$ " + " ".join(cmd[2:]), flush=True)
     server = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "EDGE_LOG_LEVEL": "warning"})
     try:

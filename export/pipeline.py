@@ -22,9 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from edge_runtime import bundle as B
-from edge_runtime.errors import EdgeError, ExportError, RecipeError
 from edge_runtime.engine.probe import measure_in_subprocess
 from edge_runtime.engine.session import VariantSession, perplexity
+from edge_runtime.errors import EdgeError, ExportError, RecipeError
 from export.calibrate import DenseStats, collect_stats, release_memory
 from export.load import LoadedModel, load_model
 from export.onnx_export import SparseStorage, build, describe, save

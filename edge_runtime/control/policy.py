@@ -28,12 +28,12 @@ import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from edge_runtime.control import observation
 from edge_runtime.bundle import Manifest, read_manifest
+from edge_runtime.control import observation
 from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.errors import PolicyError
 
@@ -43,13 +43,26 @@ log = logging.getLogger(__name__)
 _F = {name: i for i, name in enumerate(observation.FEATURES)}
 
 
+# Where a decision came from: the trained policy, the rule controller (the bundle names no
+# policy), one fixed variant, the rule controller standing in for a policy that failed, a
+# variant the client named, the next variant after one that failed, or the lookahead oracle.
+Source = Literal["policy", "rule", "static", "fallback", "pinned", "retry", "oracle"]
+
+
 @dataclass(frozen=True)
 class Decision:
-    """What a policy chose and why."""
+    """What a policy chose, why (for people), and where the choice came from (for code)."""
 
     variant: int  # index into the manifest's variants
     reason: str  # "rl", "static", "rule: battery<20%", "fallback: policy raised ..."
     latency_s: float = 0.0  # time spent deciding
+    source: Source = "policy"
+
+
+def valid_choice(d: Any, allowed: np.ndarray) -> bool:
+    """True when `d.variant` is an index of an allowed variant: the one check of a policy's answer."""
+    v = getattr(d, "variant", None)
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < len(allowed) and bool(allowed[v])
 
 
 @runtime_checkable
@@ -83,9 +96,9 @@ class StaticPolicy:
     def decide(self, obs: np.ndarray, allowed: np.ndarray) -> Decision:
         t0 = time.perf_counter()
         if self.index < len(allowed) and allowed[self.index]:
-            return Decision(self.index, "static", time.perf_counter() - t0)
+            return Decision(self.index, "static", time.perf_counter() - t0, "static")
         i = int(_allowed_indices(allowed)[0])
-        return Decision(i, f"static: variant {self.index} not allowed", time.perf_counter() - t0)
+        return Decision(i, f"static: variant {self.index} not allowed", time.perf_counter() - t0, "static")
 
 
 # --------------------------------------------------------------------------- rule
@@ -185,7 +198,7 @@ class RulePolicy:
             if not in_time[affordable].all():
                 reasons.append("deadline")
         reason = "rule: " + (", ".join(reasons) if reasons else "resources ok")
-        return Decision(choice, reason, time.perf_counter() - t0)
+        return Decision(choice, reason, time.perf_counter() - t0, "rule")
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -306,7 +319,7 @@ class OnnxPolicy:
         if not ok.any():
             raise PolicyError("none of the policy's actions is allowed")
         action = int(np.argmax(np.where(ok, logits, -np.inf)))
-        return Decision(int(self.variant_index[action]), "rl", time.perf_counter() - t0)
+        return Decision(int(self.variant_index[action]), "rl", time.perf_counter() - t0, "policy")
 
 
 # --------------------------------------------------------------------------- fallback
@@ -315,12 +328,15 @@ class OnnxPolicy:
 class FallbackPolicy:
     """The primary policy, or the fallback when the primary is missing, raises, or picks garbage.
 
+    Without a primary the fallback decides by design (source "rule": a bundle that names no
+    policy), unless `missing` says why an expected primary is absent (source "fallback").
     `decisions` and `fallbacks` count calls; `last_error` keeps the latest reason.
     """
 
-    def __init__(self, primary: Policy | None, fallback: Policy) -> None:
+    def __init__(self, primary: Policy | None, fallback: Policy, missing: str | None = None) -> None:
         self.primary = primary
         self.fallback = fallback
+        self.missing = missing
         self.decisions = 0
         self.fallbacks = 0
         self.last_error: str | None = None
@@ -329,22 +345,24 @@ class FallbackPolicy:
         t0 = time.perf_counter()
         self.decisions += 1
         allowed = np.asarray(allowed, dtype=bool)
+        planned = False
         if self.primary is None:
-            why = "no policy"
+            why, planned = "no policy", self.missing is None
         else:
             try:
                 d = self.primary.decide(obs, allowed)
             except Exception as e:  # any failure of the primary is a reason to fall back
                 why = f"policy raised {type(e).__name__}: {e}"
             else:
-                v = d.variant
-                if isinstance(v, (int, np.integer)) and 0 <= v < len(allowed) and allowed[v]:
-                    return Decision(int(v), d.reason, time.perf_counter() - t0)
-                why = f"policy chose variant {v!r}, which is not allowed"
+                if valid_choice(d, allowed):
+                    return Decision(int(d.variant), d.reason, time.perf_counter() - t0, getattr(d, "source", "policy"))
+                why = f"policy chose variant {getattr(d, 'variant', None)!r}, which is not allowed"
+        d = self.fallback.decide(obs, allowed)
+        if planned:
+            return Decision(d.variant, f"fallback: {why} -> {d.reason}", time.perf_counter() - t0, "rule")
         self.fallbacks += 1
         self.last_error = why
-        d = self.fallback.decide(obs, allowed)
-        return Decision(d.variant, f"fallback: {why} -> {d.reason}", time.perf_counter() - t0)
+        return Decision(d.variant, f"fallback: {why} -> {d.reason}", time.perf_counter() - t0, "fallback")
 
 
 def load_policy(
@@ -361,11 +379,13 @@ def load_policy(
     manifest = manifest or read_manifest(bundle_dir)
     rule = RulePolicy(VariantCatalog.from_manifest(manifest))
     primary: Policy | None = None
+    missing = None
     if manifest.controller.policy:
         try:
             primary = OnnxPolicy.from_bundle(bundle_dir, manifest)
         except PolicyError as e:
             if strict:
                 raise
+            missing = str(e)
             log.warning("controller policy unusable, deciding with the rule policy: %s", e)
-    return FallbackPolicy(primary, rule)
+    return FallbackPolicy(primary, rule, missing)

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.bundle import Manifest, Variant
-from edge_runtime.errors import BundleError, VariantError
 from edge_runtime.engine.session import Decoder, VariantSession
+from edge_runtime.errors import BundleError, VariantError
+from edge_runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,13 @@ class VariantPool:
         allow_ungated: also run variants whose evaluation gate failed.
         prefill_chunk: prompt tokens per forward pass.
         spin: let onnxruntime's idle threads spin (None: its default).
+        metrics: where loads, failures and fencing are counted (None: a private registry).
     """
 
     def __init__(self, bundle_dir: str | os.PathLike[str], manifest: Manifest, threads: int | None = None,
                  providers: list[str] | None = None, memory_budget_mb: float | None = None,
-                 allow_ungated: bool = False, prefill_chunk: int = 256, spin: bool | None = None) -> None:
+                 allow_ungated: bool = False, prefill_chunk: int = 256, spin: bool | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.root = Path(bundle_dir)
         self.manifest = manifest
         self.threads = threads
@@ -72,6 +75,7 @@ class VariantPool:
         self.budget_mb = memory_budget_mb
         self.prefill_chunk = prefill_chunk
         self.spin = spin
+        self.metrics = metrics or Metrics()
         self.context = manifest.model.context_length
         self.loaded: OrderedDict[int, Loaded] = OrderedDict()  # least recently used first
         self.fenced: dict[int, str] = {}  # index -> why
@@ -135,11 +139,16 @@ class VariantPool:
         return None
 
     def fence(self, index: int, why: str) -> None:
-        """Never run variant `index` again in this process; unload it."""
+        """Never run variant `index` again in this process; unload it, and count it once in the metrics."""
+        name = self.manifest.variants[index].name
         with self._lock:
+            if index in self.fenced:
+                return
             self.fenced[index] = why
             self.unload(index)
-        log.error("variant %r fenced: %s", self.manifest.variants[index].name, why)
+        self.metrics.failures.labels(name).inc()
+        self.metrics.fenced.labels(name).set(1)
+        log.error("variant %r fenced: %s", name, why)
 
     # -- loading
 
@@ -147,7 +156,7 @@ class VariantPool:
         """The loaded variant `index` with room for `capacity` tokens, and the seconds spent loading it now.
 
         Raises:
-            VariantError: it may not run, or it failed to load (the caller fences it).
+            VariantError: it may not run, or it failed to load (then it is fenced).
         """
         why = self.why_not(index)
         if why is not None:
@@ -162,16 +171,23 @@ class VariantPool:
             est = self.estimate_mb(v)
             self._make_room(est)
             t0 = time.perf_counter()
-            session = VariantSession(self.root / v.onnx, threads=self.threads, providers=self.providers,
-                                     storage=v.extra.get("storage"), spin=self.spin)
-            if session.vocab != self.manifest.model.vocab_size:
-                raise VariantError(f"variant {v.name!r}: the graph's vocabulary ({session.vocab}) is not the "
-                                   f"manifest's ({self.manifest.model.vocab_size}); re-export the bundle")
-            decoder = session.decoder(min(max(capacity, 256), self.context), self.prefill_chunk)
+            try:
+                session = VariantSession(self.root / v.onnx, threads=self.threads, providers=self.providers,
+                                         storage=v.extra.get("storage"), spin=self.spin)
+                if session.vocab != self.manifest.model.vocab_size:
+                    raise VariantError(f"variant {v.name!r}: the graph's vocabulary ({session.vocab}) is not the "
+                                       f"manifest's ({self.manifest.model.vocab_size}); re-export the bundle")
+                decoder = session.decoder(min(max(capacity, 256), self.context), self.prefill_chunk)
+            except VariantError as e:
+                self.fence(index, str(e))
+                raise
             load_s = time.perf_counter() - t0
             loaded = Loaded(index, session, decoder, load_s, est)
             self.loaded[index] = loaded
+            self.metrics.loaded.labels(v.name).set(1)
             self.loads += 1
+            self.metrics.loads.labels(v.name).inc()
+            self.metrics.load_seconds.labels(v.name).observe(load_s)
             log.info("loaded variant %r in %.2f s (about %.0f MiB; %s)", v.name, load_s, est,
                      ", ".join(session.providers))
             return loaded, load_s
@@ -194,6 +210,7 @@ class VariantPool:
         with self._lock:
             # the session holds no reference cycles: dropping the last reference frees its memory now
             self.loaded.pop(index, None)
+        self.metrics.loaded.labels(self.manifest.variants[index].name).set(0)
 
     def close(self) -> None:
         with self._lock:

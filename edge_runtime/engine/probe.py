@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.errors import VariantError
 from edge_runtime.engine.session import VariantSession
+from edge_runtime.errors import VariantError
 
 PROMPT_TOKENS = 128
 DECODE_TOKENS = 32

@@ -1,6 +1,4 @@
-"""`edge-serve`: the runtime behind an OpenAI-compatible HTTP API (FastAPI + uvicorn).
-
-    edge-serve --bundle bundles/smollm2-135m [--host 127.0.0.1] [--port 8080] [--api-key KEY]
+"""The `edge-serve` app: the runtime behind an OpenAI-compatible HTTP API (FastAPI).
 
 Routes. OpenAI-compatible: `POST /v1/completions`, `POST /v1/chat/completions` (both
 with SSE streaming, `usage`, `stream_options.include_usage`), `GET /v1/models` (the
@@ -14,25 +12,18 @@ full queue answers 429 and a loading or stopping server 503, both with `Retry-Af
 Every completion says which variant served it and why: headers `X-Edge-Variant` and
 `X-Edge-Reason`, body fields `model`, `edge` and `timings`.
 
-Every flag has an `EDGE_*` environment variable (the flag wins): see `edge-serve --help`.
-SIGTERM (or Ctrl-C) stops accepting connections, lets accepted requests finish within
-`--grace-s`, then exits 0.
+The command line (flags, EDGE_* variables, uvicorn, signals) is `edge_runtime.serve.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -44,14 +35,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge_runtime.serve import schemas
-from edge_runtime.bundle import check_files, read_manifest
+from edge_runtime.bundle import Manifest
 from edge_runtime.errors import (
     EdgeError,
     RequestError,
     Unavailable,
-    VariantError,
 )
+from edge_runtime.request import Event, Handle
+from edge_runtime.runtime import Runtime, RuntimeConfig
+from edge_runtime.serve import schemas
 from edge_runtime.serve.http import (
     HTTP_TYPES,
     BodyLimit,
@@ -60,9 +52,6 @@ from edge_runtime.serve.http import (
     error_response,
     validation_message,
 )
-from edge_runtime.request import Event, Handle
-from edge_runtime.runtime import Runtime, RuntimeConfig
-from edge_runtime.control.signals import SOURCES
 
 log = logging.getLogger("edge_runtime.serve.app")
 
@@ -92,8 +81,8 @@ class ServerConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
-class _State:
-    """What the routes share: the runtime once it is open, and the server's status."""
+class State:
+    """What the routes share: the config, the runtime once it is open, and the server's status."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -114,15 +103,17 @@ class _State:
 # ------------------------------------------------------------------------------ the app
 
 
-def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
-    """The FastAPI app. With `runtime`, serve it (the caller closes it); else open the bundle in the background."""
-    state = _State(config)
+def create_app(config: ServerConfig, runtime: Runtime | None = None, *,
+               manifest: Manifest | None = None) -> FastAPI:
+    """The FastAPI app. With `runtime`, serve it (the caller closes it); else open the bundle in the
+    background (with `manifest`, already read and checked by the CLI, it is not parsed again)."""
+    state = State(config)
     if runtime is not None:
         state.runtime, state.status = runtime, "ok"
 
     def load() -> None:
         try:
-            state.runtime = Runtime.open(config.bundle, config.runtime)
+            state.runtime = Runtime.open(config.bundle, config.runtime, manifest=manifest)
             state.status = "ok"
             log.info("ready: serving %s", config.bundle)
         except Exception as e:
@@ -143,6 +134,18 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     app = FastAPI(title="edge-serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="OpenAI-compatible API over an adaptive-sparsity bundle; see edge_runtime.serve.app")
     app.state.edge = state
+    _error_handlers(app)
+    guarded = [Depends(_auth(config))]
+    _native_routes(app, state, guarded)
+    _openai_routes(app, state, guarded)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(HttpMetrics, state=state)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every failure leaves as the one error envelope."""
 
     @app.exception_handler(EdgeError)
     async def _edge(request: Request, e: EdgeError) -> JSONResponse:
@@ -162,6 +165,10 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
         log.exception("unhandled error on %s", request.url.path)
         return error_response(500, f"internal error ({type(e).__name__})", "server_error")
 
+
+def _auth(config: ServerConfig) -> Callable[[Request], None]:
+    """The dependency that checks `Authorization: Bearer KEY` when an API key is set."""
+
     def auth(request: Request) -> None:
         key = config.api_key
         if not key:
@@ -172,8 +179,11 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
             raise StarletteHTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                                          headers={"WWW-Authenticate": "Bearer"})
 
-    guarded = [Depends(auth)]
-    common = schemas.error_responses(400, 401, 404, 408, 413, 429, 500, 503)
+    return auth
+
+
+def _native_routes(app: FastAPI, state: State, guarded: list[Any]) -> None:
+    """/health, /metrics, /status."""
 
     @app.get("/health", response_model=schemas.Health, tags=["native"],
              responses={503: {"model": schemas.Health, "description": "loading, failed, or shutting down"}})
@@ -194,25 +204,19 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
     async def status() -> dict[str, Any]:
         return await run_in_threadpool(state.ready().status)
 
+
+def _openai_routes(app: FastAPI, state: State, guarded: list[Any]) -> None:
+    """/v1/models, /v1/completions, /v1/chat/completions."""
+    config = state.config
+    common = schemas.error_responses(400, 401, 404, 408, 413, 429, 500, 503)
+
     @app.get("/v1/models", response_model=schemas.ModelList, tags=["openai"], dependencies=guarded,
              responses=schemas.error_responses(401, 503))
     async def models() -> dict[str, Any]:
-        rt = state.ready()
-        created = int(os.path.getmtime(rt.bundle_dir / "manifest.json"))
-        allowed = rt.allowed()
-        data = [{"id": n, "object": "model", "created": created, "owned_by": "edge-runtime",
-                 "edge": {"auto": True, "variants": list(rt.manifest.names)}} for n in _auto_names(rt, config)]
-        for i, v in enumerate(rt.manifest.variants):
-            data.append({"id": v.name, "object": "model", "created": created, "owned_by": "edge-runtime", "edge": {
-                "method": v.method, "sparsity": v.sparsity, "structured": v.structured,
-                "quantization": v.quantization, "gate": v.gate.status, "gate_failed": list(v.gate.failed),
-                "allowed": bool(allowed[i]), "loaded": i in rt.pool.loaded, "perplexity": v.quality.perplexity,
-                "decode_ms_per_token": v.cost.decode_ms_per_token}})
-        return {"object": "list", "data": data}
+        return _model_list(state.ready(), config)
 
     @app.post("/v1/completions", response_model=schemas.CompletionResponse, tags=["openai"], dependencies=guarded,
-              responses={200: OK_COMPLETION,
-                         **common})
+              responses={200: OK_COMPLETION, **common})
     async def completions(body: schemas.CompletionRequest) -> Response:
         rt = state.ready()
         prompt = body.prompt
@@ -221,64 +225,75 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None) -> FastAPI:
                 raise RequestError(f"prompt: one prompt per request is supported, got {len(prompt)}")
             prompt = prompt[0]
         source = {"prompt_ids": prompt} if isinstance(prompt, list) else {"prompt": prompt}
-        return await _serve(rt, body, source, body.max_tokens, chat=False)
+        return await _serve(rt, config, body, source, body.max_tokens, chat=False)
 
     @app.post("/v1/chat/completions", response_model=schemas.ChatCompletionResponse, tags=["openai"],
-              dependencies=guarded,
-              responses={200: OK_COMPLETION,
-                         **common})
+              dependencies=guarded, responses={200: OK_COMPLETION, **common})
     async def chat_completions(body: schemas.ChatCompletionRequest) -> Response:
         rt = state.ready()
         messages = [m.model_dump(exclude_none=False) for m in body.messages]
-        return await _serve(rt, body, {"messages": messages}, body.max_completion_tokens or body.max_tokens,
+        return await _serve(rt, config, body, {"messages": messages}, body.max_completion_tokens or body.max_tokens,
                             chat=True)
 
-    async def _serve(rt: Runtime, body: Any, source: dict[str, Any], max_tokens: int | None, chat: bool) -> Response:
-        variant = _resolve_model(rt, config, body.model)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event] = asyncio.Queue()
 
-        def sink(ev: Event) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, ev)
+def _model_list(rt: Runtime, config: ServerConfig) -> dict[str, Any]:
+    """The bundle's names (the controller chooses), then every variant with its gate and cost."""
+    created = int(os.path.getmtime(rt.bundle_dir / "manifest.json"))
+    allowed = rt.allowed()
+    data = [{"id": n, "object": "model", "created": created, "owned_by": "edge-runtime",
+             "edge": {"auto": True, "variants": list(rt.manifest.names)}} for n in _auto_names(rt, config)]
+    for i, v in enumerate(rt.manifest.variants):
+        data.append({"id": v.name, "object": "model", "created": created, "owned_by": "edge-runtime", "edge": {
+            "method": v.method, "sparsity": v.sparsity, "structured": v.structured,
+            "quantization": v.quantization, "gate": v.gate.status, "gate_failed": list(v.gate.failed),
+            "allowed": bool(allowed[i]), "loaded": i in rt.pool.loaded, "perplexity": v.quality.perplexity,
+            "decode_ms_per_token": v.cost.decode_ms_per_token}})
+    return {"object": "list", "data": data}
 
-        kw = dict(variant=variant, priority=body.priority, deadline_s=body.deadline_s, difficulty=body.difficulty,
-                  sink=sink, stream=body.stream, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
-                  top_k=body.top_k, seed=body.seed, stop=body.stop, ignore_eos=body.ignore_eos or None,
-                  presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty)
-        handle = await run_in_threadpool(lambda: rt.submit(**source, **kw))
-        created = int(time.time())
-        try:
-            first = await events.get()  # "start" once the first token exists, or an error
-            if first.kind == "error":
-                assert first.error is not None
-                raise first.error
-        except BaseException:
-            if not handle.done():
-                rt.cancel(handle)
-            raise
-        headers = {"X-Edge-Variant": _ascii(first.variant), "X-Edge-Reason": _ascii(first.reason),
-                   "X-Request-Id": handle.id}
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_sse(rt, handle, events, first, created, chat, include_usage),
-                                     media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
-        try:
-            ev = first
-            while ev.kind not in ("done", "error"):
-                ev = await events.get()
-        finally:
-            if not handle.done():
-                rt.cancel(handle)
-        if ev.kind == "error":
-            assert ev.error is not None
-            raise ev.error
-        assert ev.result is not None
-        return JSONResponse(schemas.completion_body(ev.result, handle.id, created, chat), headers=headers)
 
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    app.add_middleware(HttpMetrics, state=state)
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-    return app
+async def _serve(rt: Runtime, config: ServerConfig, body: Any, source: dict[str, Any], max_tokens: int | None,
+                 chat: bool) -> Response:
+    """Submit one request and answer it: JSON at the end, or server-sent events as it goes."""
+    variant = _resolve_model(rt, config, body.model)
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[Event] = asyncio.Queue()
+
+    def sink(ev: Event) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, ev)
+
+    kw = dict(variant=variant, priority=body.priority, deadline_s=body.deadline_s, difficulty=body.difficulty,
+              sink=sink, stream=body.stream, max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
+              top_k=body.top_k, seed=body.seed, stop=body.stop, ignore_eos=body.ignore_eos or None,
+              presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty)
+    handle = await run_in_threadpool(lambda: rt.submit(**source, **kw))
+    created = int(time.time())
+    try:
+        first = await events.get()  # "start" once the first token exists, or an error
+        if first.kind == "error":
+            assert first.error is not None
+            raise first.error
+    except BaseException:
+        if not handle.done():
+            rt.cancel(handle)
+        raise
+    headers = {"X-Edge-Variant": _ascii(first.variant), "X-Edge-Reason": _ascii(first.reason),
+               "X-Request-Id": handle.id}
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_sse(rt, handle, events, first, created, chat, include_usage),
+                                 media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+    try:
+        ev = first
+        while ev.kind not in ("done", "error"):
+            ev = await events.get()
+    finally:
+        if not handle.done():
+            rt.cancel(handle)
+    if ev.kind == "error":
+        assert ev.error is not None
+        raise ev.error
+    assert ev.result is not None
+    return JSONResponse(schemas.completion_body(ev.result, handle.id, created, chat), headers=headers)
 
 
 async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first: Event, created: int,
@@ -361,175 +376,3 @@ def _version() -> str:
     from edge_runtime import __version__
 
     return __version__
-
-
-# ------------------------------------------------------------------------------ CLI
-
-
-def _env(name: str, default: str | None) -> str | None:
-    """EDGE_<name>, else `default`; argparse converts string defaults with the flag's `type`,
-    so a malformed variable is reported like a malformed flag."""
-    value = os.environ.get(f"EDGE_{name}", "")
-    return value if value.strip() else default
-
-
-def _bool_env(name: str) -> bool:
-    return str(_env(name, "")).strip().lower() in ("1", "true", "yes", "on")
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows "(default: X)" only where there is a value to show."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False:
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="edge-serve",
-        description="Serve an adaptive-sparsity bundle over an OpenAI-compatible HTTP API. Every flag can also be "
-                    "set with the EDGE_* environment variable shown; the flag wins.",
-        formatter_class=_Help,
-    )
-    add = ap.add_argument
-    add("--bundle", default=_env("BUNDLE", None), help="bundle directory, made by edge-export (required) [EDGE_BUNDLE]")
-    add("--host", default=_env("HOST", "127.0.0.1"), help="address to bind; 0.0.0.0 exposes the server [EDGE_HOST]")
-    add("--port", type=int, default=_env("PORT", "8080"), help="port [EDGE_PORT]")
-    add("--api-key", default=_env("API_KEY", None),
-        help="require 'Authorization: Bearer KEY' on every route but /health; prefer the variable to the flag, "
-             "which other users can see in the process list [EDGE_API_KEY]")
-    add("--alias", default=_env("ALIAS", None),
-        help="model name that lets the controller choose (default: the bundle's directory name) [EDGE_ALIAS]")
-    add("--threads", type=int, default=_env("THREADS", None),
-        help="onnxruntime threads per forward pass (default: every core this process may use) [EDGE_THREADS]")
-    add("--providers", default=_env("PROVIDERS", None),
-        help="comma-separated onnxruntime execution providers, preferred first (default: CUDA when present, then "
-             "CPU) [EDGE_PROVIDERS]")
-    add("--memory-budget-mb", type=float, default=_env("MEMORY_BUDGET_MB", None),
-        help="estimated MiB of loaded variants at most; least recently used ones are unloaded (default: no limit) "
-             "[EDGE_MEMORY_BUDGET_MB]")
-    add("--max-queue", type=int, default=_env("MAX_QUEUE", "16"),
-        help="requests waiting before new ones get 429 [EDGE_MAX_QUEUE]")
-    add("--max-prompt-tokens", type=int, default=_env("MAX_PROMPT_TOKENS", None),
-        help="longer prompts get 400 (default: the context length - 1) [EDGE_MAX_PROMPT_TOKENS]")
-    add("--default-max-tokens", type=int, default=_env("DEFAULT_MAX_TOKENS", "256"),
-        help="max_tokens of requests that set none [EDGE_DEFAULT_MAX_TOKENS]")
-    add("--deadline-s", type=float, default=_env("DEADLINE_S", None),
-        help="deadline of requests that set none: past it, a queued request gets 408 (default: none) "
-             "[EDGE_DEADLINE_S]")
-    add("--max-body-bytes", type=int, default=_env("MAX_BODY_BYTES", "1048576"),
-        help="larger request bodies get 413 [EDGE_MAX_BODY_BYTES]")
-    add("--preload", default=_env("PRELOAD", "first"),
-        help="variants loaded before /health says ok: none, first, all, or comma-separated names [EDGE_PRELOAD]")
-    add("--prefill-chunk", type=int, default=_env("PREFILL_CHUNK", "256"),
-        help="prompt tokens per forward pass [EDGE_PREFILL_CHUNK]")
-    add("--signals", choices=sorted(SOURCES), default=_env("SIGNALS", "auto"),
-        help="where battery and thermal readings come from [EDGE_SIGNALS]")
-    add("--spin", action="store_true", default=_bool_env("SPIN"),
-        help="let onnxruntime's threads busy-wait between forward passes: slightly faster when the device "
-             "does nothing else, much slower when other processes share the cores [EDGE_SPIN]")
-    add("--allow-ungated", action="store_true", default=_bool_env("ALLOW_UNGATED"),
-        help="also serve variants whose evaluation gate failed (logged loudly) [EDGE_ALLOW_UNGATED]")
-    add("--grace-s", type=float, default=_env("GRACE_S", "30.0"),
-        help="on SIGTERM, seconds accepted requests may take to finish [EDGE_GRACE_S]")
-    add("--log-level", choices=["debug", "info", "warning", "error"], default=_env("LOG_LEVEL", "info"),
-        help="log verbosity [EDGE_LOG_LEVEL]")
-    return ap
-
-
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    preload: str | tuple[str, ...] = args.preload
-    if preload not in ("none", "first", "all"):
-        preload = tuple(p.strip() for p in preload.split(",") if p.strip())
-    rc = RuntimeConfig(
-        threads=args.threads,
-        providers=tuple(p.strip() for p in args.providers.split(",")) if args.providers else None,
-        memory_budget_mb=args.memory_budget_mb, max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens,
-        default_max_tokens=args.default_max_tokens, default_deadline_s=args.deadline_s,
-        allow_ungated=args.allow_ungated, preload=preload, prefill_chunk=args.prefill_chunk, signals=args.signals,
-        spin=args.spin)
-    return ServerConfig(bundle=args.bundle, host=args.host, port=args.port, api_key=args.api_key or None,
-                        alias=args.alias, max_body_bytes=args.max_body_bytes, grace_s=args.grace_s,
-                        log_level=args.log_level, runtime=rc)
-
-
-def check_bundle(config: ServerConfig) -> None:
-    """Fail fast, before binding a port: the manifest, its files, and at least one servable variant."""
-    manifest = read_manifest(config.bundle)
-    check_files(config.bundle, manifest)
-    if not config.runtime.allow_ungated and all(v.gate.status == "fail" for v in manifest.variants):
-        raise VariantError(f"every variant of {config.bundle!r} failed its evaluation gate; run edge-eval again "
-                           "or pass --allow-ungated")
-    if config.runtime.preload not in ("none", "first", "all"):
-        for name in config.runtime.preload:
-            manifest.variant(name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    if not args.bundle:
-        ap.error("--bundle (or EDGE_BUNDLE) is required")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = config_from_args(args)
-        check_bundle(config)
-    except (EdgeError, ValueError) as e:
-        print(f"edge-serve: error: {e}", file=sys.stderr)
-        return 2
-    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
-        log.warning("listening on %s without an API key: anyone who can reach this port can use the model; "
-                    "set EDGE_API_KEY", config.host)
-    return serve(config)
-
-
-def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 60.0,
-                 poll_s: float = 0.2) -> None:
-    """Block until `GET url/health` answers 200 (`url` like `http://127.0.0.1:8080`).
-
-    For scripts that start `edge-serve` and must wait for it (`proc`: the started process,
-    watched so that an early exit fails at once). `EdgeError` on timeout or early exit.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise EdgeError(f"edge-serve exited with code {proc.returncode} before {url}/health said ok")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:  # refused while starting, or 503 (HTTPError) while loading
-            pass
-        if time.monotonic() > deadline:
-            raise EdgeError(f"{url}/health did not say ok within {timeout_s:g} s")
-        time.sleep(poll_s)
-
-
-def serve(config: ServerConfig) -> int:
-    """Run uvicorn until SIGTERM/SIGINT; 0 after a clean shutdown, 1 if the bundle failed to open."""
-    import uvicorn
-
-    app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                                           timeout_graceful_shutdown=max(1, int(config.grace_s)), access_log=False))
-    state: _State = app.state.edge
-
-    def fatal() -> None:
-        server.should_exit = True
-
-    state.on_fatal = fatal
-    # uvicorn handles SIGTERM/SIGINT during `run` (graceful shutdown), then re-raises the signal
-    # against the handlers it found: make those no-ops so that a clean shutdown exits 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    server.run()
-    if state.status == "error":
-        print(f"edge-serve: error: {state.error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

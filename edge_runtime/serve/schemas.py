@@ -90,7 +90,8 @@ class EdgeInfo(BaseModel):
     """Which variant served the request and why."""
 
     variant: str
-    reason: str
+    reason: str  # for people
+    source: str = ""  # for code: policy | rule | static | fallback | pinned | retry | oracle
     cold_start: bool = False  # the variant was loaded for this request
     retried_from: str | None = None  # a variant that failed first
 
@@ -208,7 +209,7 @@ def usage(r: Result) -> dict[str, int]:
 
 
 def edge(r: Result) -> dict[str, Any]:
-    return {"variant": r.variant, "reason": r.reason, "cold_start": r.cold_start, "retried_from": r.retried_from}
+    return {"variant": r.variant, "reason": r.reason, "source": r.source, "cold_start": r.cold_start, "retried_from": r.retried_from}
 
 
 def timings(r: Result) -> dict[str, float]:

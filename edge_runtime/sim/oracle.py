@@ -95,4 +95,4 @@ class LookaheadOracle:
             self._run_id = id(sim)
             self.price = self._tune(sim)
         v = self.choose(sim, self.price)
-        return Decision(v, f"oracle: price {self.price:g}/Wh", time.perf_counter() - t0)
+        return Decision(v, f"oracle: price {self.price:g}/Wh", time.perf_counter() - t0, "oracle")

@@ -39,12 +39,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.config import check_table, read_toml
-from edge_runtime.sim.device import Device, RunResult
-from edge_runtime.errors import PolicyError, ProfileError
+from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.control.observation import RequestState, encode
 from edge_runtime.control.policy import Decision, Policy
+from edge_runtime.errors import PolicyError, ProfileError
+from edge_runtime.sim.device import Device, RunResult
 from edge_runtime.sim.profile import Profile
 from edge_runtime.sim.workload import Request, generate_requests
 
@@ -407,7 +407,7 @@ class Simulator:
             else:
                 d = controller.decide(self.observation(), self.allowed)
             if self.trace is not None:
-                key = d.reason.split(":")[0]
+                key = d.source
                 self.trace.reasons[key] = self.trace.reasons.get(key, 0) + 1
             self.step(d.variant)
         return self.report(name)

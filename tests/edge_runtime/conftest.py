@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,8 +12,9 @@ import numpy as np
 import pytest
 
 from edge_runtime.control.observation import DeviceState
-from edge_runtime.runtime import Runtime
+from edge_runtime.control.policy import Decision
 from edge_runtime.control.signals import StaticSource
+from edge_runtime.runtime import Runtime
 
 SHORT_PROFILE = """
 name = "short"
@@ -43,13 +43,6 @@ def short_profile(tmp_path: Path) -> Path:
     return path
 
 
-@dataclass
-class Choice:
-    variant: int
-    reason: str
-    latency_s: float = 0.0
-
-
 class ScriptedPolicy:
     """A policy the test steers: picks `index` (first allowed if it may not run); waits for `gate`."""
 
@@ -59,12 +52,12 @@ class ScriptedPolicy:
         self.gate.set()
         self.seen: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def decide(self, obs: np.ndarray, allowed: np.ndarray) -> Choice:
+    def decide(self, obs: np.ndarray, allowed: np.ndarray) -> Decision:
         assert self.gate.wait(30), "test gate never opened"
         self.seen.append((obs.copy(), allowed.copy()))
         if allowed[self.index]:
-            return Choice(self.index, f"scripted {self.index}")
-        return Choice(int(np.flatnonzero(allowed)[0]), "scripted: first allowed")
+            return Decision(self.index, f"scripted {self.index}")
+        return Decision(int(np.flatnonzero(allowed)[0]), "scripted: first allowed")
 
 
 @pytest.fixture

@@ -20,6 +20,6 @@ def _slow_step(self, token):  # type: ignore[no-untyped-def]
 session.Decoder.step = _slow_step  # type: ignore[method-assign]
 
 if __name__ == "__main__":
-    from edge_runtime.serve.app import main
+    from edge_runtime.serve.cli import main
 
     sys.exit(main())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.serve import app as S
+from edge_runtime.serve import cli as S
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.control import observation
 from edge_runtime.bundle import ControllerInfo, read_manifest, write_manifest
-from edge_runtime.errors import PolicyError
+from edge_runtime.control import observation
 from edge_runtime.control.observation import DeviceState, RequestState, encode
 from edge_runtime.control.policy import (
     Decision,
@@ -19,6 +18,7 @@ from edge_runtime.control.policy import (
     StaticPolicy,
     load_policy,
 )
+from edge_runtime.errors import PolicyError
 
 
 def linear_onnx(path: Path, weights: np.ndarray, in_name: str = "observation", out_name: str = "logits") -> Path:
@@ -49,7 +49,7 @@ ALL = np.ones(5, dtype=bool)
 
 
 def test_static_policy(catalog):
-    assert StaticPolicy(1).decide(obs_for(), ALL) == Decision(1, "static", pytest.approx(0.0, abs=0.01))
+    assert StaticPolicy(1).decide(obs_for(), ALL) == Decision(1, "static", pytest.approx(0.0, abs=0.01), "static")
     d = StaticPolicy(4).decide(obs_for(), catalog.allowed)
     assert d.variant == 0 and "not allowed" in d.reason
 
@@ -127,11 +127,15 @@ def test_fallback_policy_counts_and_explains(catalog):
         def decide(self, obs, allowed):
             return Decision(self.v, "rl")
 
-    fb = FallbackPolicy(None, rule)
-    assert fb.decide(obs_for(), catalog.allowed).reason.startswith("fallback: no policy -> rule: ")
+    fb = FallbackPolicy(None, rule)  # a bundle that names no policy: the rule decides by design
+    d = fb.decide(obs_for(), catalog.allowed)
+    assert d.reason.startswith("fallback: no policy -> rule: ") and d.source == "rule" and fb.fallbacks == 0
+    fb = FallbackPolicy(None, rule, missing="policy.onnx is not ONNX")  # named, but unusable
+    d = fb.decide(obs_for(), catalog.allowed)
+    assert d.source == "fallback" and fb.fallbacks == 1
     fb = FallbackPolicy(Raises(), rule)
     d = fb.decide(obs_for(), catalog.allowed)
-    assert d.reason.startswith("fallback: policy raised RuntimeError: boom -> rule")
+    assert d.reason.startswith("fallback: policy raised RuntimeError: boom -> rule") and d.source == "fallback"
     for bad in (-1, 99, 4, "x"):  # out of range, out of range, failed gate, not an index
         fb = FallbackPolicy(Garbage(bad), rule)
         d = fb.decide(obs_for(), catalog.allowed)

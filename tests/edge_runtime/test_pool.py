@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from edge_runtime.bundle import read_manifest
-from edge_runtime.errors import BundleError, VariantError
 from edge_runtime.engine.pool import VariantPool
+from edge_runtime.errors import BundleError, VariantError
 
 
 def edit(bundle, fn):
@@ -81,7 +81,11 @@ def test_corrupt_file_fails_to_load_and_fencing(bundle_copy):
     (bundle_copy / m.variants[1].onnx).write_bytes(b"\x00garbage")
     pool = VariantPool(bundle_copy, m, threads=1)
     with pytest.raises(VariantError, match="cannot load"):
-        pool.get(1, 16)
-    pool.fence(1, "broken")
+        pool.get(1, 16)  # a variant that fails to load is fenced by the pool, counted once
     assert pool.allowed().tolist() == [True, False] and pool.next_allowed(1) == 0
-    assert pool.why_not(1) == "fenced after a failure: broken"
+    assert pool.why_not(1).startswith("fenced after a failure: onnxruntime cannot load")
+    pool.fence(1, "broken again")  # fencing twice keeps the first reason and counts nothing more
+    assert pool.why_not(1).startswith("fenced after a failure: onnxruntime cannot load")
+    text = pool.metrics.export().decode()
+    assert 'edge_variant_failures_total{variant="dense-int8"} 1.0' in text
+    assert 'edge_variant_fenced{variant="dense-int8"} 1.0' in text

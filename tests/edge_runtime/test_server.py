@@ -11,9 +11,10 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from edge_runtime.serve import app as S
 from edge_runtime.errors import BundleError
 from edge_runtime.runtime import Runtime
+from edge_runtime.serve import app as S
+from edge_runtime.serve import cli as CLI
 
 
 @pytest.fixture
@@ -184,10 +185,12 @@ def test_response_says_which_variant_and_why(client, runtime, policy):
     body = r.json()
     assert r.headers["x-edge-variant"] == body["model"] == body["edge"]["variant"] == "dense"
     assert r.headers["x-edge-reason"] == body["edge"]["reason"] == "scripted 0"
+    assert body["edge"]["source"] == "policy"
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
     assert body["timings"]["prompt_n"] == body["usage"]["prompt_tokens"] and body["timings"]["total_ms"] > 0
     pinned = client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2, "model": "dense-int8"}).json()
-    assert pinned["edge"] == {"variant": "dense-int8", "reason": "pinned", "cold_start": True, "retried_from": None}
+    assert pinned["edge"] == {"variant": "dense-int8", "reason": "pinned", "source": "pinned", "cold_start": True,
+                              "retried_from": None}
     policy.index = 1
     assert client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2, "model": "auto"}).json()[
         "model"] == "dense-int8"
@@ -270,11 +273,11 @@ def test_flags_and_environment(monkeypatch):
     monkeypatch.setenv("EDGE_MAX_QUEUE", "5")
     monkeypatch.setenv("EDGE_ALLOW_UNGATED", "yes")
     monkeypatch.setenv("EDGE_PRELOAD", "dense,dense-int8")
-    args = S.build_parser().parse_args(["--bundle", "b", "--port", "9001", "--memory-budget-mb", "700"])
-    cfg = S.config_from_args(args)
+    args = CLI.build_parser().parse_args(["--bundle", "b", "--port", "9001", "--memory-budget-mb", "700"])
+    cfg = CLI.config_from_args(args)
     assert (cfg.port, cfg.host, cfg.runtime.max_queue, cfg.runtime.allow_ungated) == (9001, "127.0.0.1", 5, True)
     assert cfg.runtime.memory_budget_mb == 700 and cfg.runtime.preload == ("dense", "dense-int8")
-    help_text = S.build_parser().format_help()
+    help_text = CLI.build_parser().format_help()
     for flag in ("--bundle", "--host", "--port", "--api-key", "--threads", "--memory-budget-mb", "--max-queue",
                  "--allow-ungated", "--grace-s", "--signals", "--preload", "--max-body-bytes"):
         assert flag in help_text
@@ -295,27 +298,27 @@ def test_unknown_model_lists_only_servable_variants(bundle_copy, make_policy):
 
 
 def test_startup_errors_exit_nonzero(tmp_path, bundle_copy, capsys):
-    assert S.main(["--bundle", str(tmp_path / "missing")]) == 2
+    assert CLI.main(["--bundle", str(tmp_path / "missing")]) == 2
     assert "edge-serve: error: bundle directory" in capsys.readouterr().err
     raw = json.loads((bundle_copy / "manifest.json").read_text())
     failed = json.loads(json.dumps(raw))
     for v in failed["variants"]:
         v["gate"] = {"status": "fail", "failed": ["perplexity"]}
     (bundle_copy / "manifest.json").write_text(json.dumps(failed))
-    assert S.main(["--bundle", str(bundle_copy)]) == 2
+    assert CLI.main(["--bundle", str(bundle_copy)]) == 2
     assert "every variant of" in capsys.readouterr().err
-    assert S.main(["--bundle", str(bundle_copy), "--max-queue", "0"]) == 2
+    assert CLI.main(["--bundle", str(bundle_copy), "--max-queue", "0"]) == 2
     assert "max_queue must be an integer >= 1" in capsys.readouterr().err
     (bundle_copy / "manifest.json").write_text(json.dumps(raw))
     (bundle_copy / "variants/dense/model.onnx").unlink()
-    assert S.main(["--bundle", str(bundle_copy)]) == 2
+    assert CLI.main(["--bundle", str(bundle_copy)]) == 2
     assert "is missing 'variants/dense/model.onnx'" in capsys.readouterr().err
     raw["format"] = "edge-bundle/2"
     (bundle_copy / "manifest.json").write_text(json.dumps(raw))
-    assert S.main(["--bundle", str(bundle_copy)]) == 2
+    assert CLI.main(["--bundle", str(bundle_copy)]) == 2
     assert "unknown bundle format 'edge-bundle/2'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        S.main([])
+        CLI.main([])
 
 
 def test_a_corrupt_variant_is_fenced_and_others_serve(bundle_copy, make_policy):

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from edge_runtime.errors import EdgeError
-from edge_runtime.serve.app import wait_healthy
+from edge_runtime.serve.client import wait_healthy
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
