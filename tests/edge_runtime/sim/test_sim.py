@@ -10,7 +10,7 @@ import pytest
 from edge_runtime.sim.cli import main
 from edge_runtime.sim.simulator import SimReport
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_json_report_has_the_documented_keys(bundle, capsys):

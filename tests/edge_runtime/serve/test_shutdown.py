@@ -18,7 +18,7 @@ from edge_runtime.errors import EdgeError
 from edge_runtime.serve.client import wait_healthy
 
 HERE = Path(__file__).parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parents[2]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
