@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from export.calibrate import collect_stats, max_rss_mb, release_memory
+from export.corpus import calibration_windows
 from export.load import load_model, set_threads
 from export.perplexity import perplexity
 from export.prune import DEFAULT_RECIPE, prune_model, recipe_needs
-from export.text import calibration_windows, heldout_windows
+from harness.text import heldout_windows
 
 
 def main() -> None:

@@ -22,16 +22,17 @@ import torch
 from tqdm.auto import tqdm
 
 from edge_runtime import bundle as B
-from edge_runtime.errors import EdgeError, ExportError, RecipeError
 from edge_runtime.engine.probe import measure_in_subprocess
 from edge_runtime.engine.session import VariantSession, perplexity
+from edge_runtime.errors import EdgeError, ExportError, RecipeError
 from export.calibrate import DenseStats, collect_stats, release_memory
+from export.corpus import calibration_windows
 from export.load import LoadedModel, load_model
 from export.onnx_export import SparseStorage, build, describe, save
 from export.prune import PruneConfig, prune_model, recipe_needs
 from export.quantize import quantize
 from export.recipe import Recipe, VariantRecipe
-from export.text import calibration_windows, heldout_windows
+from harness.text import heldout_windows
 
 log = logging.getLogger(__name__)
 

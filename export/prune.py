@@ -377,7 +377,7 @@ def _calib_ids(cfg: PruneConfig, calib_ids: Any, n: int) -> torch.Tensor:
     if ids.ndim != 2 or ids.shape[0] < n or ids.shape[1] < cfg.seq_len:
         raise RecipeError(
             f"calibration ids of shape {tuple(ids.shape)} are too small for samples={n}, seq_len={cfg.seq_len}; "
-            "build them with export.text.calibration_windows(tokenizer, samples, seq_len)"
+            "build them with export.corpus.calibration_windows(tokenizer, samples, seq_len)"
         )
     return ids[:n, : cfg.seq_len].long()
 

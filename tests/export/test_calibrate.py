@@ -14,8 +14,8 @@ from export.calibrate import (
     collect_stats,
     layer_linears,
 )
+from export.corpus import calibration_windows
 from export.load import TinyConfig, tiny_model
-from export.text import calibration_windows
 
 ARCHS = ["LlamaForCausalLM", "Qwen2ForCausalLM"]
 pytestmark = pytest.mark.usefixtures("one_thread")

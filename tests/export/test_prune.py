@@ -12,10 +12,10 @@ from transformers import DynamicCache
 from edge_runtime.errors import RecipeError
 from export import unstructured as us
 from export.calibrate import collect_stats, layer_linears
+from export.corpus import calibration_windows
 from export.load import TinyConfig, tiny_model
 from export.perplexity import perplexity
 from export.prune import PRUNERS, PruneConfig, decoder_weight_count, prune_model
-from export.text import calibration_windows
 
 ARCHS = ["LlamaForCausalLM", "Qwen2ForCausalLM"]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -317,7 +317,7 @@ def smollm2():
 def test_real_model_recipe(smollm2):
     """Key variants of the default recipe on SmolLM2-135M, from one shared pass (~5 min, 2 cores)."""
     from export.prune import DEFAULT_RECIPE, recipe_needs
-    from export.text import heldout_windows
+    from harness.text import heldout_windows
 
     tok = smollm2.tokenizer
     ev = torch.as_tensor(heldout_windows(tok, 16, 512))

@@ -22,9 +22,9 @@ from typing import Any
 
 from edge_runtime.bundle import Quality, atomic_directory
 from edge_runtime.errors import EvalError
-from export.evaluate import BundleEval, VariantEval
-from export.floors import DIMENSIONS
-from export.suite import SLICES
+from harness.evaluate import BundleEval, VariantEval
+from harness.floors import DIMENSIONS
+from harness.suite import SLICES
 
 REPORT_FILES = ("report.md", "report.json", "quality_vs_cost.png")
 TAIL = ("edge", "adversarial", "multilingual")  # the slices aggregate perplexity tends to hide
@@ -322,10 +322,10 @@ def load_report(path: str | Path, bundle_dir: str | Path | None = None) -> Bundl
     """Rebuild an evaluation from its `report.json` (with per-case results), to rewrite the
     report without scoring again. The bundle and the suite file it names must still be there."""
     from edge_runtime.bundle import Gate, read_manifest
-    from export.evaluate import EvalConfig
-    from export.floors import Floors
-    from export.scoring import CaseResult
-    from export.suite import load_suite
+    from harness.evaluate import EvalConfig
+    from harness.floors import Floors
+    from harness.scoring import CaseResult
+    from harness.suite import load_suite
 
     try:
         d = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -33,7 +33,7 @@ from typing import Any
 
 from edge_runtime.bundle import Gate, atomic_write_text
 from edge_runtime.errors import EvalError
-from export.suite import SLICES
+from harness.suite import SLICES
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class Floors:
     def to_toml(self) -> str:
         lines = [
             "# Deployment floors for edge-eval. Written by `edge-eval --set-floors` from the dense",
-            "# variant only (never from pruned results); see export/floors.py for the rule.",
+            "# variant only (never from pruned results); see harness/floors.py for the rule.",
             "# A variant passes if every [floors] score is >= its floor and every [ceilings] cost",
             "# (relative to dense) is <= its ceiling.",
             f'format = "{FLOORS_FORMAT}"',

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from edge_runtime.errors import EvalError
-from export.floors import (
+from harness.floors import (
     DIMENSIONS,
     FloorRule,
     Floors,
