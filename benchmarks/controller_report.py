@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from controller.evaluation import compare, controller_specs, criteria, markdown  # noqa: E402
 from edge_runtime.bundle import read_manifest  # noqa: E402
 from edge_runtime.control.catalog import VariantCatalog  # noqa: E402
-from edge_runtime.errors import BundleError  # noqa: E402
 from edge_runtime.control.policy import load_policy  # noqa: E402
+from edge_runtime.errors import BundleError  # noqa: E402
 from edge_runtime.sim.profile import list_profiles, load_profile  # noqa: E402
 from edge_runtime.sim.simulator import Simulator  # noqa: E402
 from edge_runtime.sim.synthetic import write_synthetic_bundle  # noqa: E402

@@ -47,12 +47,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edge_runtime.control import observation  # noqa: E402
 from edge_runtime.bundle import read_manifest  # noqa: E402
+from edge_runtime.control import observation  # noqa: E402
+from edge_runtime.control.signals import StaticSource  # noqa: E402
+from edge_runtime.engine.session import VariantSession  # noqa: E402
 from edge_runtime.runtime import Runtime  # noqa: E402
 from edge_runtime.serve.app import wait_healthy  # noqa: E402
-from edge_runtime.engine.session import VariantSession  # noqa: E402
-from edge_runtime.control.signals import StaticSource  # noqa: E402
 
 # llama.cpp on the build machine, 2 threads, SmolLM2-135M (tokens/s)
 RT: dict[str, Any] = {}  # Runtime.open settings shared by every section (--spin)

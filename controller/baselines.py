@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 from edge_runtime.control.catalog import VariantCatalog
-from edge_runtime.sim.oracle import DEFAULT_PRICES, LookaheadOracle
 from edge_runtime.control.policy import Policy, RulePolicy, StaticPolicy
+from edge_runtime.sim.oracle import DEFAULT_PRICES, LookaheadOracle
 
 __all__ = ["DEFAULT_PRICES", "LookaheadOracle", "baseline_policies"]
 

@@ -31,8 +31,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from edge_runtime.control import observation
 from edge_runtime.bundle import read_manifest
+from edge_runtime.control import observation
 from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.errors import ProfileError
 from edge_runtime.sim.profile import Profile, load_profile

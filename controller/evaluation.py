@@ -19,8 +19,8 @@ from typing import Any
 
 from edge_runtime.bundle import Manifest, read_manifest
 from edge_runtime.control.catalog import VariantCatalog
-from edge_runtime.sim.profile import Profile, load_profile
 from edge_runtime.sim.cli import make_controller
+from edge_runtime.sim.profile import Profile, load_profile
 from edge_runtime.sim.simulator import RewardConfig, SimReport, Simulator
 
 QUALITY_GAIN = 1.10

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.control import observation
 from edge_runtime.bundle import POLICY, ControllerInfo, read_manifest, write_manifest
-from edge_runtime.errors import TrainError
+from edge_runtime.control import observation
 from edge_runtime.control.policy import OnnxPolicy
+from edge_runtime.errors import TrainError
 
 log = logging.getLogger(__name__)
 

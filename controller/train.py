@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.config import check_table, read_toml
+from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.errors import TrainError
 from edge_runtime.sim.profile import Profile
 from edge_runtime.sim.simulator import RewardConfig

@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 
 from controller.baselines import LookaheadOracle, baseline_policies
-from edge_runtime.sim.profile import load_profile
 from edge_runtime.sim.cli import main as edge_sim
+from edge_runtime.sim.profile import load_profile
 from edge_runtime.sim.simulator import Simulator
 
 

@@ -9,12 +9,12 @@ import controller.policy_export as policy_export
 from controller.env import EdgeDeviceEnv
 from controller.policy_export import sample_observations, write_policy
 from controller.train import policy_actions, train
-from edge_runtime.control import observation
 from edge_runtime.bundle import read_manifest
-from edge_runtime.errors import TrainError
+from edge_runtime.control import observation
 from edge_runtime.control.policy import OnnxPolicy, load_policy
-from edge_runtime.sim.profile import load_profile
+from edge_runtime.errors import TrainError
 from edge_runtime.sim.cli import main as edge_sim
+from edge_runtime.sim.profile import load_profile
 
 from .conftest import TINY
 

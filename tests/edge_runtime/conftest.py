@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.control.observation import DeviceState
-from edge_runtime.runtime import Runtime
 from edge_runtime.control.signals import StaticSource
+from edge_runtime.runtime import Runtime
 
 SHORT_PROFILE = """
 name = "short"

@@ -18,8 +18,8 @@ from edge_runtime.serve.app import ServerConfig, create_app
 @pytest.fixture(scope="module")
 def api_schema(tiny_bundle, tmp_path_factory):
     from edge_runtime.control.observation import DeviceState
-    from edge_runtime.runtime import Runtime
     from edge_runtime.control.signals import StaticSource
+    from edge_runtime.runtime import Runtime
 
     rt = Runtime.open(tiny_bundle, signals=StaticSource(DeviceState()), threads=1, max_queue=64)
     app = create_app(ServerConfig(bundle=str(tiny_bundle), max_body_bytes=64_000), runtime=rt)

@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.control import observation
 from edge_runtime.bundle import ControllerInfo, read_manifest, write_manifest
-from edge_runtime.errors import PolicyError
+from edge_runtime.control import observation
 from edge_runtime.control.observation import DeviceState, RequestState, encode
 from edge_runtime.control.policy import (
     Decision,
@@ -19,6 +18,7 @@ from edge_runtime.control.policy import (
     StaticPolicy,
     load_policy,
 )
+from edge_runtime.errors import PolicyError
 
 
 def linear_onnx(path: Path, weights: np.ndarray, in_name: str = "observation", out_name: str = "logits") -> Path:

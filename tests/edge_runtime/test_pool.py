@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from edge_runtime.bundle import read_manifest
-from edge_runtime.errors import BundleError, VariantError
 from edge_runtime.engine.pool import VariantPool
+from edge_runtime.errors import BundleError, VariantError
 
 
 def edit(bundle, fn):

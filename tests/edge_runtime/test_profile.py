@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.errors import ProfileError
-from edge_runtime.sim.profile import PROFILES_ENV, Profile, find_profile, list_profiles, load_profile
+from edge_runtime.sim.profile import (
+    PROFILES_ENV,
+    Profile,
+    find_profile,
+    list_profiles,
+    load_profile,
+)
 
 BUNDLED = (
     "desk-plugged", "laptop-battery", "phone-low-battery", "jetson-battery-pack", "hot-enclosure",

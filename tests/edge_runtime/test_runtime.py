@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.control import observation
+from edge_runtime.control.observation import DeviceState
+from edge_runtime.control.signals import CallableSource, StaticSource
 from edge_runtime.errors import (
     BundleError,
     DeadlineExceeded,
@@ -19,9 +21,7 @@ from edge_runtime.errors import (
     Unavailable,
     VariantError,
 )
-from edge_runtime.control.observation import DeviceState
 from edge_runtime.runtime import Runtime, RuntimeConfig
-from edge_runtime.control.signals import CallableSource, StaticSource
 
 
 def edit(bundle, fn):

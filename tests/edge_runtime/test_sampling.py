@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.errors import RequestError
 from edge_runtime.engine.sampling import Sampler, SamplingParams, stop_prefix_len
+from edge_runtime.errors import RequestError
 
 LOGITS = np.log(np.array([0.5, 0.25, 0.15, 0.06, 0.04], np.float32))
 

@@ -11,9 +11,9 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from edge_runtime.serve import app as S
 from edge_runtime.errors import BundleError
 from edge_runtime.runtime import Runtime
+from edge_runtime.serve import app as S
 
 
 @pytest.fixture

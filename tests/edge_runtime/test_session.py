@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.bundle import read_manifest
-from edge_runtime.errors import VariantError
 from edge_runtime.engine.session import VariantSession
+from edge_runtime.errors import VariantError
 
 
 @pytest.fixture(scope="module", params=["dense", "dense-int8"])

@@ -8,8 +8,8 @@ import pytest
 
 from edge_runtime.control import observation
 from edge_runtime.control.catalog import VariantCatalog
-from edge_runtime.errors import PolicyError, ProfileError
 from edge_runtime.control.policy import RulePolicy, StaticPolicy
+from edge_runtime.errors import PolicyError, ProfileError
 from edge_runtime.sim.profile import (
     DeviceConfig,
     Event,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edge_runtime.bundle import read_manifest
-from edge_runtime.errors import BundleError, RequestError
 from edge_runtime.engine.tokenizer import Tokenizer
+from edge_runtime.errors import BundleError, RequestError
 
 
 @pytest.fixture(scope="module")
