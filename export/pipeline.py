@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 from edge_runtime import bundle as B
 from edge_runtime.engine.probe import measure_in_subprocess
 from edge_runtime.engine.session import VariantSession, perplexity
-from edge_runtime.errors import EdgeError, ExportError, RecipeError
-from export.calibrate import DenseStats, collect_stats, release_memory
+from edge_runtime.errors import EdgeError, ExportError
+from export.calibrate import DenseStats, collect_stats
 from export.corpus import calibration_windows
 from export.load import LoadedModel, load_model
+from export.memory import release_memory
 from export.onnx_export import SparseStorage, build, describe, save
-from export.prune import PruneConfig, prune_model, recipe_needs
+from export.prune import PruneConfig, prune_configs, prune_model, recipe_needs
 from export.quantize import quantize
 from export.recipe import Recipe, VariantRecipe
 from harness.text import heldout_windows
@@ -174,27 +175,6 @@ def _eos_ids(config: Any, lm: LoadedModel) -> tuple[int, ...]:
         if tid is not None:
             ids.add(tid)
     return tuple(sorted(i for i in ids if i is not None))
-
-
-def prune_configs(recipe: Recipe) -> dict[str, PruneConfig]:
-    """The pruning configuration of every pruned fp32 variant (raises RecipeError on bad options)."""
-    configs = {}
-    for v in recipe.variants:
-        if v.pruned and v.parent is None:
-            try:
-                configs[v.name] = PruneConfig.from_dict(
-                    {
-                        "method": v.method,
-                        "level": v.sparsity,
-                        "pattern": v.pattern,
-                        "samples": recipe.calibration_samples,
-                        "seq_len": recipe.calibration_seq_len,
-                        **v.options,
-                    }
-                )
-            except RecipeError as e:
-                raise RecipeError(f"variant {v.name!r}: {e}") from e
-    return configs
 
 
 def _pruned_model(model: Any, cfg: PruneConfig | None, calib: np.ndarray | None,

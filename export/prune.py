@@ -41,14 +41,14 @@ from export.calibrate import (
     DenseStats,
     LayerStats,
     Needs,
-    PeakRSS,
     collect_stats,
     decoder_layers,
     layer_linears,
-    max_rss_mb,
     merge_needs,
     needs_for_all,
 )
+from export.memory import PeakRSS, max_rss_mb
+from export.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -328,23 +328,30 @@ PRUNERS: dict[str, Pruner] = {
 
 # --------------------------------------------------------------------------- recipe
 
-# The pruned variants of the default recipe, by the names the exporter gives them. The
-# one-pass ones share `collect_stats(model, ids, recipe_needs(DEFAULT_RECIPE.values()))`
-# (128 x 512 tokens) and then cost seconds each; 70% and 2:4 lose much less when each layer
-# sees the pruned layers before it (SmolLM2-135M, 32 x 512, 16 windows: 70% 130 -> 95,
-# 2:4 55.5 -> 51.1), so they run their own sequential pass over the first 32 windows.
-DEFAULT_RECIPE: dict[str, PruneConfig] = {
-    "magnitude-50": PruneConfig(method="magnitude", level=0.5),
-    "wanda-50": PruneConfig(method="wanda", level=0.5),
-    "sparsegpt-50": PruneConfig(method="sparsegpt", level=0.5),
-    "sparsegpt-30": PruneConfig(method="sparsegpt", level=0.3),
-    "structured-15": PruneConfig(method="structured", level=0.15),
-    "structured-25": PruneConfig(method="structured", level=0.25),
-    "structured-35": PruneConfig(method="structured", level=0.35),
-    # last: once the one-pass variants are done the shared statistics can be freed
-    "sparsegpt-70": PruneConfig(method="sparsegpt", level=0.7, sequential=True, samples=32),
-    "sparsegpt-2:4": PruneConfig(method="sparsegpt", level=0.5, pattern="2:4", sequential=True, samples=32),
-}
+# What a recipe (export/recipe.py; the default one is export/recipes/default.toml) asks
+# of the pruners: one PruneConfig per pruned fp32 variant, and the statistics that one
+# shared calibration pass must gather for them.
+
+
+def prune_configs(recipe: Recipe) -> dict[str, PruneConfig]:
+    """The pruning configuration of every pruned fp32 variant (raises RecipeError on bad options)."""
+    configs = {}
+    for v in recipe.variants:
+        if v.pruned and v.parent is None:
+            try:
+                configs[v.name] = PruneConfig.from_dict(
+                    {
+                        "method": v.method,
+                        "level": v.sparsity,
+                        "pattern": v.pattern,
+                        "samples": recipe.calibration_samples,
+                        "seq_len": recipe.calibration_seq_len,
+                        **v.options,
+                    }
+                )
+            except RecipeError as e:
+                raise RecipeError(f"variant {v.name!r}: {e}") from e
+    return configs
 
 
 def recipe_needs(cfgs: Iterable[PruneConfig]) -> dict[str, frozenset[str]]:
