@@ -27,4 +27,4 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 lint: install
-	$(PY) -m ruff check edge_runtime export controller tests benchmarks examples
+	$(PY) -m ruff check edge_runtime harness export controller tests benchmarks examples

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_runtime.bundle import atomic_write_text, read_manifest  # noqa: E402
-from export.evaluate import (  # noqa: E402
+from harness.evaluate import (  # noqa: E402
     FLOORS_FILE,
     REPORT_DIR,
     EvalConfig,
@@ -40,9 +40,9 @@ from export.evaluate import (  # noqa: E402
     gate_system,
     profile_mixes,
 )
-from export.floors import Floors  # noqa: E402
-from export.report import load_report, report_dict, report_markdown, write_report  # noqa: E402
-from export.suite import DEFAULT_SUITE, load_suite  # noqa: E402
+from harness.floors import Floors  # noqa: E402
+from harness.report import load_report, report_dict, report_markdown, write_report  # noqa: E402
+from harness.suite import DEFAULT_SUITE, load_suite  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -65,7 +65,7 @@ def calibration_memory(samples: int, seq_len: int, method: str) -> dict[str, flo
     code = f"""
 import json, time, torch
 from export.load import load_model
-from export.text import calibration_windows
+from export.corpus import calibration_windows
 from export.prune import PruneConfig, prune_model
 from edge_runtime.engine.probe import peak_rss_mb
 lm = load_model()

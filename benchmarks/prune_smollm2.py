@@ -19,20 +19,24 @@ from pathlib import Path
 
 import torch
 
-from export.calibrate import collect_stats, max_rss_mb, release_memory
+from export.calibrate import collect_stats
+from export.corpus import calibration_windows
 from export.load import load_model, set_threads
+from export.memory import max_rss_mb, release_memory
 from export.perplexity import perplexity
-from export.prune import DEFAULT_RECIPE, prune_model, recipe_needs
-from export.text import calibration_windows, heldout_windows
+from export.prune import prune_configs, prune_model, recipe_needs
+from export.recipe import bundled
+from harness.text import heldout_windows
 
 
 def main() -> None:
+    default = prune_configs(bundled("default"))  # export/recipes/default.toml
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--samples", type=int, default=128, help="calibration windows (default 128)")
     ap.add_argument("--seq-len", type=int, default=512, help="tokens per calibration window (default 512)")
     ap.add_argument("--eval-windows", type=int, default=16, help="held-out windows of 512 tokens; 0 = no perplexity")
-    ap.add_argument("--variants", nargs="*", default=list(DEFAULT_RECIPE), choices=list(DEFAULT_RECIPE))
+    ap.add_argument("--variants", nargs="*", default=list(default), choices=list(default))
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -44,7 +48,7 @@ def main() -> None:
     ev = heldout_windows(lm.tokenizer, args.eval_windows, 512) if args.eval_windows else None
     dense_ppl = perplexity(lm.model, ev) if ev is not None else None
     ids = calibration_windows(lm.tokenizer, args.samples, args.seq_len)
-    cfgs = {n: DEFAULT_RECIPE[n] for n in args.variants}
+    cfgs = {n: default[n] for n in args.variants}
     c = time.process_time()
     stats = collect_stats(lm.model, ids, recipe_needs(cfgs.values()))
     shared = {"samples": args.samples, "seq_len": args.seq_len, "seconds": round(stats.seconds, 1),

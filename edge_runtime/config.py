@@ -3,11 +3,14 @@
 Profiles, reward weights, recipes, floors and training configs are typed, frozen
 dataclasses; `check_table` is the one checker they share. Unknown keys and wrong types are rejected with the key's name, the
 value seen and the known keys. `float` fields accept integers; `bool` never passes for a
-number; `tuple[int, int]` and `tuple[int, ...]` take lists; `X | None` takes X.
+number; `tuple[int, int]` and `tuple[int, ...]` take lists; `X | None` takes X; `dict[str, X]`
+takes a table of X; a dataclass type takes a sub-table checked against its fields; `Any` takes
+anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tomllib
@@ -26,10 +29,12 @@ def typename(tp: Any) -> str:
     if typing.get_origin(tp) is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {typename(args[0])}s"
+            return "a list of " + typename(args[0]).split(" ", 1)[-1] + "s"
         return "[" + ", ".join(typename(a) for a in args) + "]"
     if isinstance(tp, types.UnionType):
         return " or ".join(typename(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is dict or dataclasses.is_dataclass(tp):
+        return "a table"
     return {float: "a number", int: "an integer", bool: "true/false", str: "a string",
             type(None): "absent"}.get(tp, str(tp))
 
@@ -45,9 +50,18 @@ def coerce(value: Any, tp: Any, where: str, error: type[EdgeError]) -> Any:
         args = typing.get_args(tp)
         variadic = len(args) == 2 and args[1] is Ellipsis
         if not isinstance(value, (list, tuple)) or (not variadic and len(value) != len(args)):
-            raise error(f"{where} must be a list {typename(tp)}, got {value!r}")
+            raise error(f"{where} must be {'' if variadic else 'a list '}{typename(tp)}, got {value!r}")
         kinds = [args[0]] * len(value) if variadic else list(args)
         return tuple(coerce(v, a, f"{where}[{i}]", error) for i, (v, a) in enumerate(zip(value, kinds, strict=True)))
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return check_table(tp, value, where, error)
+    if typing.get_origin(tp) is dict:
+        if not isinstance(value, dict):
+            raise error(f"{where} must be a table, got {type(value).__name__} {value!r}")
+        kind = typing.get_args(tp)[1]
+        return {k: coerce(v, kind, f"{where}.{k}", error) for k, v in value.items()}
     ok = {
         float: isinstance(value, (int, float)) and not isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
@@ -64,12 +78,15 @@ def coerce(value: Any, tp: Any, where: str, error: type[EdgeError]) -> Any:
 
 
 def check_table(cls: type, data: Any, where: str, error: type[EdgeError],
-                skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The keys of `data` checked against dataclass `cls` (fields in `skip` are not accepted)."""
+                skip: tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keys of `data` checked against dataclass `cls` (fields in `skip` are not accepted).
+
+    `extra` names keys the table may hold that are not fields of `cls`, with their types.
+    """
     if not isinstance(data, dict):
         raise error(f"{where} must be a table, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls) if f.name not in skip]
+    hints = {**typing.get_type_hints(cls), **(extra or {})}
+    names = [f.name for f in fields(cls) if f.name not in skip] + list(extra or {})
     out = {}
     for key, value in data.items():
         if key not in names:
@@ -78,11 +95,15 @@ def check_table(cls: type, data: Any, where: str, error: type[EdgeError],
     return out
 
 
-def read_toml(path: str | os.PathLike[str], what: str, error: type[EdgeError]) -> dict[str, Any]:
-    """Parse a TOML file; `error` says which `what` is missing or malformed."""
+def read_toml(path: str | os.PathLike[str], what: str, error: type[EdgeError],
+              missing: str = "") -> dict[str, Any]:
+    """Parse a TOML file; `error` says which `what` is missing or malformed.
+
+    `missing` is the fix a missing file's message ends with (how to make or find one).
+    """
     path = Path(path)
     if not path.is_file():
-        raise error(f"{what} {str(path)!r} does not exist")
+        raise error(f"{what} {str(path)!r} does not exist" + (f"; {missing}" if missing else ""))
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -69,12 +69,12 @@ def export(bundle: Path, recipe: str, fresh: bool) -> None:
 def evaluate(bundle: Path, fresh: bool) -> None:
     stage("2. evaluate and gate every variant (edge-eval)")
     if fresh or not (bundle / "floors.toml").is_file():
-        run("export.evaluate_cli", "--bundle", str(bundle), "--set-floors")
+        run("harness.cli", "--bundle", str(bundle), "--set-floors")
     m = manifest_of(bundle)
     if m is not None and not fresh and all(v.gate.status != "pending" for v in m.variants):
         print("every variant already has a gate: reusing it")
     else:
-        run("export.evaluate_cli", "--bundle", str(bundle))
+        run("harness.cli", "--bundle", str(bundle))
     m = manifest_of(bundle)
     for v in m.variants:
         failed = f" (failed: {', '.join(v.gate.failed)})" if v.gate.failed else ""

@@ -25,24 +25,20 @@ per layer, and only the kinds a caller asks for:
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import logging
 import math
-import resource
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from edge_runtime.errors import ExportError
+from export.memory import PeakRSS
 
 log = logging.getLogger(__name__)
 
@@ -230,60 +226,6 @@ class DenseStats:
     needs: dict[str, frozenset[str]]
     seconds: float
     peak_rss_mb: float
-
-
-# --------------------------------------------------------------------------- memory
-
-
-class PeakRSS:
-    """Samples this process's resident memory in a thread; `peak_mb` is the maximum seen."""
-
-    def __init__(self, interval_s: float = 0.02) -> None:
-        self.interval_s = interval_s
-        self.peak_mb = 0.0
-        self.start_mb = 0.0
-        self._proc = psutil.Process()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def sample(self) -> float:
-        mb = self._proc.memory_info().rss / 2**20
-        self.peak_mb = max(self.peak_mb, mb)
-        return mb
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-
-    def __enter__(self) -> PeakRSS:
-        self.start_mb = self.sample()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="peak-rss")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample()
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc `malloc_trim`).
-
-    Between variants: glibc keeps freed blocks of a few MB on its heap, so a long export
-    that prunes, evaluates and frees one copy after another creeps up in RSS without it.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
-
-
-def max_rss_mb() -> float:
-    """The process's lifetime peak RSS (includes model loading)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --------------------------------------------------------------------------- engine

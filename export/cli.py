@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         from export import recipe as R
-        from export.pipeline import ExportOptions, check_output_dir, export_bundle, prune_configs
+        from export.pipeline import ExportOptions, check_output_dir, export_bundle
+        from export.prune import prune_configs
 
         recipe = R.load(args.recipe)  # validate everything before loading the model
         prune_configs(recipe)

@@ -165,7 +165,7 @@ def tiny_tokenizer(vocab: int = 384) -> Tokenizer:
         return _TINY_TOKENIZER
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
-    from export.text import heldout_text
+    from harness.text import heldout_text
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -212,9 +212,40 @@ def build(
     hd = info.head_dim
     g = _Graph(storage)
     inner = model.model
+    inputs, outputs = _io(info)
+    seqlens, total = _mask_lengths(g)
+    cos, sin = _rope_tables(model, max_positions, hd)
+    rope = (g.init("model.rotary.cos_cache", cos), g.init("model.rotary.sin_cache", sin))
 
-    # ---- inputs
+    # ---- embeddings (the tied lm_head reads the same initializer)
+    embed = g.init("model.embed_tokens.weight", _np(inner.embed_tokens.weight))
+    (h,) = g.node("Gather", [embed, "input_ids"], ["/model/embed_tokens/output"], "/model/embed_tokens/Gather", axis=0)
+
+    eps = float(cfg.rms_norm_eps)
+    window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+    residual: str | None = None
+    pending = h  # output of the previous block, to be added to the residual stream
+    for i, (layer, shape) in enumerate(zip(inner.layers, info.layers, strict=True)):
+        p = f"/model/layers.{i}"
+        # input norm (+ residual add from the previous layer)
+        x, residual = _norm(g, f"{p}/input_layernorm", pending, residual, _np(layer.input_layernorm.weight), eps)
+        o = _attention(g, i, layer.self_attn, shape, x, (seqlens, total) + rope, hd, window)
+        x, residual = _norm(g, f"{p}/post_attention_layernorm", o, residual, _np(layer.post_attention_layernorm.weight), eps)
+        pending = _mlp(g, i, layer.mlp, shape, x)
+
+    x, _ = _norm(g, "/model/norm", pending, residual, _np(inner.norm.weight), eps)
+    head = model.lm_head
+    if head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr() and not untie_lm_head:
+        g.node("FusedMatMul", [x, embed], ["logits"], "/lm_head/FusedMatMul", domain=MS_DOMAIN, transB=1, alpha=1.0)
+    else:
+        g.node("MatMul", [x, g.init("lm_head.weight", _np(head.weight).T)], ["logits"], "/lm_head/MatMul")
+    return _model_proto(g, inputs, outputs, arch, storage)
+
+
+def _io(info: GraphInfo) -> tuple[list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
+    """The graph inputs and outputs, with onnxruntime-genai's names."""
     B, S, T, P = "batch_size", "sequence_length", "total_sequence_length", "past_sequence_length"
+    hd = info.head_dim
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, [B, S]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [B, T]),
@@ -228,8 +259,11 @@ def build(
             outputs.append(
                 helper.make_tensor_value_info(f"present.{i}.{kind}", TensorProto.FLOAT, [B, shape.kv_heads, T, hd])
             )
+    return inputs, outputs
 
-    # ---- attention bookkeeping shared by every layer: seqlens_k [B] = tokens so far - 1
+
+def _mask_lengths(g: _Graph) -> tuple[str, str]:
+    """Attention bookkeeping shared by every layer: seqlens_k [B] = tokens so far - 1, and the total length."""
     (msum,) = g.node("ReduceSum", ["attention_mask", g.const(np.array([1], np.int64))], ["/model/attn_mask/sum"],
                      "/model/attn_mask/ReduceSum", keepdims=0)
     (mlen,) = g.node("Sub", [msum, g.const(np.array(1, np.int64))], ["/model/attn_mask/sub"], "/model/attn_mask/Sub")
@@ -238,64 +272,57 @@ def build(
     (tlen,) = g.node("Gather", [mshape, g.const(np.array(1, np.int64))], ["/model/attn_mask/total_len"],
                      "/model/attn_mask/Gather", axis=0)
     (total,) = g.node("Cast", [tlen], ["/model/attn_mask/total_seq_len"], "/model/attn_mask/CastTotal", to=TensorProto.INT32)
-    cos, sin = _rope_tables(model, max_positions, hd)
-    cos_n, sin_n = g.init("model.rotary.cos_cache", cos), g.init("model.rotary.sin_cache", sin)
+    return seqlens, total
 
-    # ---- embeddings (the tied lm_head reads the same initializer)
-    embed = g.init("model.embed_tokens.weight", _np(inner.embed_tokens.weight))
-    (h,) = g.node("Gather", [embed, "input_ids"], ["/model/embed_tokens/output"], "/model/embed_tokens/Gather", axis=0)
 
-    eps = float(cfg.rms_norm_eps)
-    window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
-    residual: str | None = None
-    pending = h  # output of the previous block, to be added to the residual stream
-    for i, (layer, shape) in enumerate(zip(inner.layers, info.layers, strict=True)):
-        p = f"/model/layers.{i}"
-        a, m = layer.self_attn, layer.mlp
-        # input norm (+ residual add from the previous layer)
-        x, residual = _norm(g, f"{p}/input_layernorm", pending, residual, _np(layer.input_layernorm.weight), eps)
-        # attention: one packed q|k|v MatMul feeding GroupQueryAttention
-        w_qkv = np.concatenate([_np(a.q_proj.weight), _np(a.k_proj.weight), _np(a.v_proj.weight)], axis=0).T
-        (qkv,) = g.node("MatMul", [x, g.weight(f"model.layers.{i}.attn.qkv_proj.weight", w_qkv)],
-                        [f"{p}/attn/qkv_proj/output"], f"{p}/attn/qkv_proj/MatMul")
-        if a.q_proj.bias is not None:
-            b_qkv = np.concatenate([_np(a.q_proj.bias), _np(a.k_proj.bias), _np(a.v_proj.bias)])
-            (qkv,) = g.node("Add", [qkv, g.init(f"model.layers.{i}.attn.qkv_proj.bias", b_qkv)],
-                            [f"{p}/attn/qkv_proj/biased"], f"{p}/attn/qkv_proj/Add")
-        attn_out = f"{p}/attn/GroupQueryAttention/output"
-        g.node(
-            "GroupQueryAttention",
-            [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total, cos_n, sin_n],
-            [attn_out, f"present.{i}.key", f"present.{i}.value"],
-            f"{p}/attn/GroupQueryAttention",
-            domain=MS_DOMAIN,
-            num_heads=shape.heads,
-            kv_num_heads=shape.kv_heads,
-            do_rotary=1,
-            rotary_interleaved=0,
-            scale=float(getattr(a, "scaling", hd**-0.5)),
-            local_window_size=int(window) if window else -1,
-        )
-        o = _linear(g, f"{p}/attn/o_proj", f"model.layers.{i}.attn.o_proj", attn_out, a.o_proj)
-        x, residual = _norm(g, f"{p}/post_attention_layernorm", o, residual, _np(layer.post_attention_layernorm.weight), eps)
-        # MLP: gate and up in one MatMul, SiLU(gate) * up, down
-        inter = shape.intermediate
-        w_gu = np.concatenate([_np(m.gate_proj.weight), _np(m.up_proj.weight)], axis=0).T  # [H, 2I]
-        (gu,) = g.node("MatMul", [x, g.weight(f"model.layers.{i}.mlp.gate_up_proj.weight", w_gu)],
-                       [f"{p}/mlp/gate_up_proj/output"], f"{p}/mlp/gate_up_proj/MatMul")
-        gate, up = g.node("Split", [gu, g.const(np.array([inter, inter], np.int64))], [f"{p}/mlp/gate", f"{p}/mlp/up"],
-                          f"{p}/mlp/Split", axis=-1)
-        (act,) = g.node("QuickGelu", [gate], [f"{p}/mlp/act/output"], f"{p}/mlp/act/QuickGelu", domain=MS_DOMAIN, alpha=1.0)
-        (prod,) = g.node("Mul", [act, up], [f"{p}/mlp/mul/output"], f"{p}/mlp/Mul")
-        pending = _linear(g, f"{p}/mlp/down_proj", f"model.layers.{i}.mlp.down_proj", prod, m.down_proj)
+def _attention(g: _Graph, i: int, a: Any, shape: LayerShape, x: str, shared: tuple[str, str, str, str],
+               hd: int, window: int | None) -> str:
+    """Layer `i`'s attention: one packed q|k|v MatMul feeding GroupQueryAttention, then o_proj.
 
-    x, _ = _norm(g, "/model/norm", pending, residual, _np(inner.norm.weight), eps)
-    head = model.lm_head
-    if head.weight.data_ptr() == inner.embed_tokens.weight.data_ptr() and not untie_lm_head:
-        g.node("FusedMatMul", [x, embed], ["logits"], "/lm_head/FusedMatMul", domain=MS_DOMAIN, transB=1, alpha=1.0)
-    else:
-        g.node("MatMul", [x, g.init("lm_head.weight", _np(head.weight).T)], ["logits"], "/lm_head/MatMul")
+    `shared` is (seqlens_k, total_sequence_length, cos cache, sin cache).
+    """
+    p = f"/model/layers.{i}"
+    w_qkv = np.concatenate([_np(a.q_proj.weight), _np(a.k_proj.weight), _np(a.v_proj.weight)], axis=0).T
+    (qkv,) = g.node("MatMul", [x, g.weight(f"model.layers.{i}.attn.qkv_proj.weight", w_qkv)],
+                    [f"{p}/attn/qkv_proj/output"], f"{p}/attn/qkv_proj/MatMul")
+    if a.q_proj.bias is not None:
+        b_qkv = np.concatenate([_np(a.q_proj.bias), _np(a.k_proj.bias), _np(a.v_proj.bias)])
+        (qkv,) = g.node("Add", [qkv, g.init(f"model.layers.{i}.attn.qkv_proj.bias", b_qkv)],
+                        [f"{p}/attn/qkv_proj/biased"], f"{p}/attn/qkv_proj/Add")
+    seqlens, total, cos_n, sin_n = shared
+    attn_out = f"{p}/attn/GroupQueryAttention/output"
+    g.node(
+        "GroupQueryAttention",
+        [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total, cos_n, sin_n],
+        [attn_out, f"present.{i}.key", f"present.{i}.value"],
+        f"{p}/attn/GroupQueryAttention",
+        domain=MS_DOMAIN,
+        num_heads=shape.heads,
+        kv_num_heads=shape.kv_heads,
+        do_rotary=1,
+        rotary_interleaved=0,
+        scale=float(getattr(a, "scaling", hd**-0.5)),
+        local_window_size=int(window) if window else -1,
+    )
+    return _linear(g, f"{p}/attn/o_proj", f"model.layers.{i}.attn.o_proj", attn_out, a.o_proj)
 
+
+def _mlp(g: _Graph, i: int, m: Any, shape: LayerShape, x: str) -> str:
+    """Layer `i`'s MLP: gate and up in one MatMul, SiLU(gate) * up, down."""
+    p = f"/model/layers.{i}"
+    inter = shape.intermediate
+    w_gu = np.concatenate([_np(m.gate_proj.weight), _np(m.up_proj.weight)], axis=0).T  # [H, 2I]
+    (gu,) = g.node("MatMul", [x, g.weight(f"model.layers.{i}.mlp.gate_up_proj.weight", w_gu)],
+                   [f"{p}/mlp/gate_up_proj/output"], f"{p}/mlp/gate_up_proj/MatMul")
+    gate, up = g.node("Split", [gu, g.const(np.array([inter, inter], np.int64))], [f"{p}/mlp/gate", f"{p}/mlp/up"],
+                      f"{p}/mlp/Split", axis=-1)
+    (act,) = g.node("QuickGelu", [gate], [f"{p}/mlp/act/output"], f"{p}/mlp/act/QuickGelu", domain=MS_DOMAIN, alpha=1.0)
+    (prod,) = g.node("Mul", [act, up], [f"{p}/mlp/mul/output"], f"{p}/mlp/Mul")
+    return _linear(g, f"{p}/mlp/down_proj", f"model.layers.{i}.mlp.down_proj", prod, m.down_proj)
+
+
+def _model_proto(g: _Graph, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
+                 arch: str, storage: SparseStorage) -> onnx.ModelProto:
     graph = helper.make_graph(g.nodes, "edge-llm", inputs, outputs, initializer=g.inits)
     proto = helper.make_model(
         graph,

@@ -25,7 +25,7 @@ def perplexity(
 
     Args:
         model: a *ForCausalLM (its `.model` gives hidden states, `.lm_head` the logits).
-        windows: token ids [n, L] int64 (export.text.heldout_windows).
+        windows: token ids [n, L] int64 (harness.text.heldout_windows).
         batch_size: windows per forward; logits are computed one window at a time, so
             memory holds [batch, L, hidden] activations plus [L, vocab] logits.
         progress: tqdm bar (None: only on a terminal).

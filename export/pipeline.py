@@ -24,14 +24,16 @@ from tqdm.auto import tqdm
 from edge_runtime import bundle as B
 from edge_runtime.engine.probe import measure_in_subprocess
 from edge_runtime.engine.session import VariantSession, perplexity
-from edge_runtime.errors import EdgeError, ExportError, RecipeError
-from export.calibrate import DenseStats, collect_stats, release_memory
+from edge_runtime.errors import EdgeError, ExportError
+from export.calibrate import DenseStats, collect_stats
+from export.corpus import calibration_windows
 from export.load import LoadedModel, load_model
-from export.onnx_export import SparseStorage, build, describe, save
-from export.prune import PruneConfig, prune_model, recipe_needs
+from export.memory import release_memory
+from export.onnx_export import GraphInfo, SparseStorage, build, describe, save
+from export.prune import PruneConfig, prune_configs, prune_model, recipe_needs
 from export.quantize import quantize
 from export.recipe import Recipe, VariantRecipe
-from export.text import calibration_windows, heldout_windows
+from harness.text import heldout_windows
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +84,7 @@ def export_bundle(
         torch.set_num_threads(options.threads)
     lm = source if isinstance(source, LoadedModel) else load_model(source)
     model = lm.model
-    calib, stats, shared = None, None, {}
-    if recipe.needs_calibration:
-        calib = calibration_windows(lm.tokenizer, recipe.calibration_samples, recipe.calibration_seq_len)
-        needs = recipe_needs(configs.values())
-        if needs:
-            # one pass over the dense model serves every one-pass variant (and plans the others)
-            stats = collect_stats(model, calib, needs, progress=options.progress)
-            shared = {"shared_pass_s": round(stats.seconds, 1), "shared_pass_peak_rss_mb": round(stats.peak_rss_mb)}
+    calib, stats, shared = _shared_calibration(lm, recipe, configs, options)
     ppl_windows = (
         heldout_windows(lm.tokenizer, recipe.ppl_windows, recipe.ppl_seq_len) if recipe.ppl_windows else None
     )
@@ -125,39 +120,60 @@ def export_bundle(
             if stats is not None and not any(v2.name in configs and not configs[v2.name].sequential for v2 in rest):
                 stats = None  # the remaining variants calibrate sequentially: free the shared statistics
             release_memory()
-        manifest = B.Manifest(
-            model=B.ModelInfo(
-                source=lm.source,
-                architecture=(model.config.architectures or [type(model).__name__])[0],
-                params=dense_info.params,
-                context_length=int(getattr(model.config, "max_position_embeddings", 2048)),
-                num_layers=len(dense_info.layers),
-                vocab_size=dense_info.vocab,
-                bos_token_id=getattr(model.config, "bos_token_id", None),
-                eos_token_ids=_eos_ids(model.config, lm),
-                chat_template=lm.chat_template,
-                extra={"hidden_size": dense_info.hidden, "head_dim": dense_info.head_dim},
-            ),
-            variants=tuple(_ordered(variants)),
-            extra={
-                "recipe": recipe.name,
-                "created_by": "edge-export",
-                "calibration": {
-                    "text": "python-3.11-docs/whatsnew",
-                    "samples": recipe.calibration_samples,
-                    "seq_len": recipe.calibration_seq_len,
-                    **shared,
-                }
-                if calib is not None
-                else None,
-                "heldout": {"text": "python-3.11-docs/tutorial+faq+howto", "windows": recipe.ppl_windows,
-                            "seq_len": recipe.ppl_seq_len},
-            },
-        )
+        manifest = _manifest(lm, dense_info, variants, recipe, calib is not None, shared)
         B.write_manifest(tmp, manifest)
     seconds = time.perf_counter() - t_start
     log.info("exported %d variants to %s in %.0f s", len(variants), out, seconds)
     return ExportResult(manifest, seconds, timings)
+
+
+def _shared_calibration(lm: LoadedModel, recipe: Recipe, configs: dict[str, PruneConfig],
+                        options: ExportOptions) -> tuple[np.ndarray | None, DenseStats | None, dict[str, Any]]:
+    """Calibration windows [samples, seq_len], the shared dense statistics, and what the pass cost."""
+    calib, stats, shared = None, None, {}
+    if recipe.needs_calibration:
+        calib = calibration_windows(lm.tokenizer, recipe.calibration_samples, recipe.calibration_seq_len)
+        needs = recipe_needs(configs.values())
+        if needs:
+            # one pass over the dense model serves every one-pass variant (and plans the others)
+            stats = collect_stats(lm.model, calib, needs, progress=options.progress)
+            shared = {"shared_pass_s": round(stats.seconds, 1), "shared_pass_peak_rss_mb": round(stats.peak_rss_mb)}
+    return calib, stats, shared
+
+
+def _manifest(lm: LoadedModel, dense_info: GraphInfo, variants: list[B.Variant], recipe: Recipe,
+              calibrated: bool, shared: dict[str, Any]) -> B.Manifest:
+    """The bundle's manifest: the model, the variants densest first, and how they were made."""
+    model = lm.model
+    return B.Manifest(
+        model=B.ModelInfo(
+            source=lm.source,
+            architecture=(model.config.architectures or [type(model).__name__])[0],
+            params=dense_info.params,
+            context_length=int(getattr(model.config, "max_position_embeddings", 2048)),
+            num_layers=len(dense_info.layers),
+            vocab_size=dense_info.vocab,
+            bos_token_id=getattr(model.config, "bos_token_id", None),
+            eos_token_ids=_eos_ids(model.config, lm),
+            chat_template=lm.chat_template,
+            extra={"hidden_size": dense_info.hidden, "head_dim": dense_info.head_dim},
+        ),
+        variants=tuple(_ordered(variants)),
+        extra={
+            "recipe": recipe.name,
+            "created_by": "edge-export",
+            "calibration": {
+                "text": "python-3.11-docs/whatsnew",
+                "samples": recipe.calibration_samples,
+                "seq_len": recipe.calibration_seq_len,
+                **shared,
+            }
+            if calibrated
+            else None,
+            "heldout": {"text": "python-3.11-docs/tutorial+faq+howto", "windows": recipe.ppl_windows,
+                        "seq_len": recipe.ppl_seq_len},
+        },
+    )
 
 
 def _ordered(variants: list[B.Variant]) -> list[B.Variant]:
@@ -173,27 +189,6 @@ def _eos_ids(config: Any, lm: LoadedModel) -> tuple[int, ...]:
         if tid is not None:
             ids.add(tid)
     return tuple(sorted(i for i in ids if i is not None))
-
-
-def prune_configs(recipe: Recipe) -> dict[str, PruneConfig]:
-    """The pruning configuration of every pruned fp32 variant (raises RecipeError on bad options)."""
-    configs = {}
-    for v in recipe.variants:
-        if v.pruned and v.parent is None:
-            try:
-                configs[v.name] = PruneConfig.from_dict(
-                    {
-                        "method": v.method,
-                        "level": v.sparsity,
-                        "pattern": v.pattern,
-                        "samples": recipe.calibration_samples,
-                        "seq_len": recipe.calibration_seq_len,
-                        **v.options,
-                    }
-                )
-            except RecipeError as e:
-                raise RecipeError(f"variant {v.name!r}: {e}") from e
-    return configs
 
 
 def _pruned_model(model: Any, cfg: PruneConfig | None, calib: np.ndarray | None,
@@ -267,14 +262,7 @@ def _export_variant(
     cost = B.Cost()
     if options.measure_cost:
         bar.set_postfix_str(f"{v.name}: cost")
-        c = measure_in_subprocess(path, threads=options.threads)
-        cost = B.Cost(
-            prefill_ms_per_token=round(c["prefill_ms_per_token"], 4),
-            decode_ms_per_token=round(c["decode_ms_per_token"], 4),
-            peak_rss_mb=round(c["peak_rss_mb"], 1),
-            extra={"load_s": round(c["load_s"], 3), "threads": c["threads"], "prompt_tokens": c["prompt_tokens"],
-                   "provider": "CPUExecutionProvider"},
-        )
+        cost = _measure_cost(path, options.threads)
         step("cost_s")
     layers = [[s.heads, s.kv_heads, s.intermediate] for s in info.layers]
     return B.Variant(
@@ -301,6 +289,18 @@ def _export_variant(
             "layers": layers,  # [heads, kv_heads, intermediate] per decoder layer
             "steps": steps,  # seconds per export step
         },
+    )
+
+
+def _measure_cost(path: Path, threads: int | None) -> B.Cost:
+    """Prefill and decode ms per token and peak RSS of the saved variant, in a fresh process."""
+    c = measure_in_subprocess(path, threads=threads)
+    return B.Cost(
+        prefill_ms_per_token=round(c["prefill_ms_per_token"], 4),
+        decode_ms_per_token=round(c["decode_ms_per_token"], 4),
+        peak_rss_mb=round(c["peak_rss_mb"], 1),
+        extra={"load_s": round(c["load_s"], 3), "threads": c["threads"], "prompt_tokens": c["prompt_tokens"],
+               "provider": "CPUExecutionProvider"},
     )
 
 

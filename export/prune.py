@@ -1,4 +1,4 @@
-"""Pruning a Llama-family decoder: the recipe (`PruneConfig`), the methods (`PRUNERS`), and
+"""Pruning a Llama-family decoder: the recipe (`PruneConfig`), the methods (`PRUNERS`, in export/pruners.py), and
 `prune_model`, which the exporter calls once per variant.
 
 "Sparsity" is the share of decoder Linear weights (q, k, v, o, gate, up, down) that are
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -33,22 +33,19 @@ from tqdm.auto import tqdm
 
 from edge_runtime.errors import RecipeError
 from export import structured as st
-from export import unstructured as us
 from export.calibrate import (
-    HOOKED,
-    LINEAR_INPUTS,
     Calibrator,
     DenseStats,
     LayerStats,
     Needs,
-    PeakRSS,
     collect_stats,
     decoder_layers,
     layer_linears,
-    max_rss_mb,
     merge_needs,
-    needs_for_all,
 )
+from export.memory import PeakRSS, max_rss_mb
+from export.pruners import PRUNERS, Pruner
+from export.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -198,153 +195,32 @@ class PruneReport:
         return asdict(self)
 
 
-# --------------------------------------------------------------------------- methods
-
-
-@dataclass(frozen=True)
-class Pruner:
-    """One method: which statistics it reads, how it plans, how it prunes a layer."""
-
-    structured: bool
-    needs: Callable[[PruneConfig], Needs]  # statistics the per-layer pruning reads
-    plan_needs: Callable[[PruneConfig], Needs]  # statistics the plan reads (empty: no data)
-    plan_info: Callable[[nn.Module, LayerStats | None, PruneConfig], Any]  # per-layer summary
-    plan: Callable[[list[nn.Module], list[Any], PruneConfig], list[Any]]  # -> per-layer budget
-    prune_layer: Callable[[nn.Module, LayerStats | None, Any, PruneConfig], None]
-
-
-def _owl_needs(cfg: PruneConfig) -> Needs:
-    return needs_for_all(frozenset({"sq"})) if cfg.owl else {}
-
-
-def _wanda_layer_scores(layer: nn.Module, stats: LayerStats | None) -> list[torch.Tensor]:
-    if stats is None:
-        return [lin.weight.detach().abs() for lin in layer_linears(layer).values()]
-    return [us.wanda_scores(lin.weight.detach(), stats.of(p).norm) for p, lin in layer_linears(layer).items()]
-
-
-def _unstructured_info(layer: nn.Module, stats: LayerStats | None, cfg: PruneConfig) -> Any:
-    sizes = {p: lin.weight.numel() for p, lin in layer_linears(layer).items()}
-    ratio = us.outlier_ratio(_wanda_layer_scores(layer, stats), cfg.owl_m) if cfg.owl else None
-    return sizes, ratio
-
-
-def _unstructured_plan(layers: list[nn.Module], infos: list[Any], cfg: PruneConfig) -> list[Any]:
-    """Exact zero counts per Linear: {path: count} per layer."""
-    sizes = [s for s, _ in infos]
-    total = sum(sum(s.values()) for s in sizes)
-    if cfg.nm is not None:
-        n, m = cfg.nm
-        for i, s in enumerate(sizes):
-            for p, numel in s.items():
-                cols = numel // layer_linears(layers[i])[p].out_features
-                if cols % m:
-                    raise RecipeError(f"pattern {cfg.pattern!r} needs input widths divisible by {m}; layer {i} {p} has {cols}")
-        return [{p: v * (m - n) // m for p, v in s.items()} for s in sizes]
-    levels = us.owl_sparsities([r for _, r in infos], cfg.level, cfg.owl_lambda) if cfg.owl else [cfg.level] * len(infos)
-    targets = {(i, p): levels[i] * v for i, s in enumerate(sizes) for p, v in s.items()}
-    want = round(cfg.level * total)
-    scale = want / max(sum(targets.values()), 1e-12)  # clipping may have moved the mean
-    counts = us.exact_counts({k: min(v * scale, sizes[k[0]][k[1]]) for k, v in targets.items()}, want)
-    return [{p: counts[(i, p)] for p in s} for i, s in enumerate(sizes)]
-
-
-def _set_weight(lin: nn.Linear, w: torch.Tensor, stats: LayerStats | None, path: str, cfg: PruneConfig) -> None:
-    """Store the pruned weight; with `bias_correction` absorb the mean error in the bias."""
-    if cfg.bias_correction:
-        assert stats is not None
-        mu = stats.of(path).mean.double()  # [in]
-        delta = ((lin.weight.detach().double() - w.double()) @ mu).to(lin.weight.dtype)  # [out]
-        if lin.bias is None:
-            lin.bias = nn.Parameter(delta, requires_grad=lin.weight.requires_grad)
-        else:
-            lin.bias.data += delta
-    lin.weight.data.copy_(w)
-
-
-def _mask_pruner(scores: Callable[[torch.Tensor, LayerStats | None, str], torch.Tensor]) -> Callable[..., None]:
-    def prune_layer(layer: nn.Module, stats: LayerStats | None, counts: dict[str, int], cfg: PruneConfig) -> None:
-        for path, lin in layer_linears(layer).items():
-            w = lin.weight.detach()  # [out, in]
-            s = scores(w, stats, path)
-            mask = us.nm_mask(s, *cfg.nm) if cfg.nm is not None else us.row_mask(s, counts[path])
-            _set_weight(lin, w.masked_fill(mask, 0.0), stats, path, cfg)
-    return prune_layer
-
-
-def _sparsegpt_layer(layer: nn.Module, stats: LayerStats | None, counts: dict[str, int], cfg: PruneConfig) -> None:
-    assert stats is not None
-    lins = layer_linears(layer)
-    for name in HOOKED:  # the Linears reading one input share its Hessian: one solve
-        paths = [p for p, i in LINEAR_INPUTS.items() if i == name]
-        st_in = stats[name]
-        # with bias correction the bias absorbs the mean error, so fit the covariance
-        h = st_in.cov if cfg.bias_correction else st_in.hessian
-        ws = us.sparsegpt([lins[p].weight for p in paths], h, [counts[p] for p in paths],
-                          cfg.nm, cfg.block, cfg.damp, cfg.row_wise)
-        for p, w in zip(paths, ws, strict=True):
-            _set_weight(lins[p], w, stats, p, cfg)
-
-
-def _structured_needs(cfg: PruneConfig) -> Needs:
-    return st.needs(cfg.score, cfg.compensation)
-
-
-def _structured_plan_needs(cfg: PruneConfig) -> Needs:
-    return st.needs(cfg.score, "none") if cfg.allocation != "uniform" else {}
-
-
-def _structured_info(layer: nn.Module, stats: LayerStats | None, cfg: PruneConfig) -> Any:
-    inter = layer.mlp.down_proj.in_features
-    return st.candidates(layer, stats, cfg.score, cfg.head_mode, st.check_min_neurons(inter, cfg.min_keep), cfg.damp)
-
-
-def _structured_plan(layers: list[nn.Module], infos: list[Any], cfg: PruneConfig) -> list[Any]:
-    total = sum(lin.weight.numel() for layer in layers for lin in layer_linears(layer).values())
-    return st.allocate(infos, round(cfg.level * total), cfg.attn_share, cfg.allocation)
-
-
-def _structured_layer(layer: nn.Module, stats: LayerStats | None, cut: st.LayerCut, cfg: PruneConfig) -> None:
-    st.cut_layer(layer, cut, stats, cfg.score, cfg.head_mode, cfg.compensation, cfg.damp)
-
-
-def _with_bias(kinds: set[str]) -> Callable[[PruneConfig], Needs]:
-    def needs(cfg: PruneConfig) -> Needs:
-        return needs_for_all(frozenset(kinds | ({"sum"} if cfg.bias_correction else set()))) if kinds or cfg.bias_correction else {}
-    return needs
-
-
-PRUNERS: dict[str, Pruner] = {
-    "magnitude": Pruner(False, _with_bias(set()), _owl_needs, _unstructured_info, _unstructured_plan,
-                        _mask_pruner(lambda w, s, p: us.magnitude_scores(w))),
-    "wanda": Pruner(False, _with_bias({"sq"}), _owl_needs, _unstructured_info,
-                    _unstructured_plan, _mask_pruner(lambda w, s, p: us.wanda_scores(w, s.of(p).norm))),
-    "sparsegpt": Pruner(False, _with_bias({"xtx"}), _owl_needs, _unstructured_info,
-                        _unstructured_plan, _sparsegpt_layer),
-    "structured": Pruner(True, _structured_needs, _structured_plan_needs, _structured_info,
-                         _structured_plan, _structured_layer),
-}
-
-
 # --------------------------------------------------------------------------- recipe
 
-# The pruned variants of the default recipe, by the names the exporter gives them. The
-# one-pass ones share `collect_stats(model, ids, recipe_needs(DEFAULT_RECIPE.values()))`
-# (128 x 512 tokens) and then cost seconds each; 70% and 2:4 lose much less when each layer
-# sees the pruned layers before it (SmolLM2-135M, 32 x 512, 16 windows: 70% 130 -> 95,
-# 2:4 55.5 -> 51.1), so they run their own sequential pass over the first 32 windows.
-DEFAULT_RECIPE: dict[str, PruneConfig] = {
-    "magnitude-50": PruneConfig(method="magnitude", level=0.5),
-    "wanda-50": PruneConfig(method="wanda", level=0.5),
-    "sparsegpt-50": PruneConfig(method="sparsegpt", level=0.5),
-    "sparsegpt-30": PruneConfig(method="sparsegpt", level=0.3),
-    "structured-15": PruneConfig(method="structured", level=0.15),
-    "structured-25": PruneConfig(method="structured", level=0.25),
-    "structured-35": PruneConfig(method="structured", level=0.35),
-    # last: once the one-pass variants are done the shared statistics can be freed
-    "sparsegpt-70": PruneConfig(method="sparsegpt", level=0.7, sequential=True, samples=32),
-    "sparsegpt-2:4": PruneConfig(method="sparsegpt", level=0.5, pattern="2:4", sequential=True, samples=32),
-}
+# What a recipe (export/recipe.py; the default one is export/recipes/default.toml) asks
+# of the pruners: one PruneConfig per pruned fp32 variant, and the statistics that one
+# shared calibration pass must gather for them.
+
+
+def prune_configs(recipe: Recipe) -> dict[str, PruneConfig]:
+    """The pruning configuration of every pruned fp32 variant (raises RecipeError on bad options)."""
+    configs = {}
+    for v in recipe.variants:
+        if v.pruned and v.parent is None:
+            try:
+                configs[v.name] = PruneConfig.from_dict(
+                    {
+                        "method": v.method,
+                        "level": v.sparsity,
+                        "pattern": v.pattern,
+                        "samples": recipe.calibration_samples,
+                        "seq_len": recipe.calibration_seq_len,
+                        **v.options,
+                    }
+                )
+            except RecipeError as e:
+                raise RecipeError(f"variant {v.name!r}: {e}") from e
+    return configs
 
 
 def recipe_needs(cfgs: Iterable[PruneConfig]) -> dict[str, frozenset[str]]:
@@ -377,7 +253,7 @@ def _calib_ids(cfg: PruneConfig, calib_ids: Any, n: int) -> torch.Tensor:
     if ids.ndim != 2 or ids.shape[0] < n or ids.shape[1] < cfg.seq_len:
         raise RecipeError(
             f"calibration ids of shape {tuple(ids.shape)} are too small for samples={n}, seq_len={cfg.seq_len}; "
-            "build them with export.text.calibration_windows(tokenizer, samples, seq_len)"
+            "build them with export.corpus.calibration_windows(tokenizer, samples, seq_len)"
         )
     return ids[:n, : cfg.seq_len].long()
 
@@ -421,46 +297,16 @@ def prune_model(
     pruner = PRUNERS[cfg.method]
     layers = list(decoder_layers(model))
     dense = [sum(lin.weight.numel() for lin in layer_linears(layer).values()) for layer in layers]
-    needs, plan_needs = pruner.needs(cfg), pruner.plan_needs(cfg)
+    needs = pruner.needs(cfg)
     t0, c0 = time.perf_counter(), time.process_time()
     calib: dict[str, Any] = {"samples": 0, "seq_len": 0, "layer_forwards": 0, "seconds": 0.0, "shared_stats": False}
     if stats is not None:
-        have = LayerStats(stats.layers[0].inputs) if stats.layers else LayerStats()
-        want = merge_needs(plan_needs, {} if cfg.sequential else needs)
-        if not have.covers(want):
-            raise RecipeError(
-                f"the shared statistics hold {dict(stats.needs)} but {cfg.method!r} needs {want}; "
-                "collect them with export.calibrate.collect_stats(model, ids, needs) including these"
-            )
-        if len(stats.layers) != len(layers):
-            raise RecipeError(f"the shared statistics cover {len(stats.layers)} layers, the model has {len(layers)}")
+        _check_shared(stats, cfg, pruner, len(layers))
         calib.update(samples=stats.samples, seq_len=stats.seq_len, shared_stats=True)
 
     with PeakRSS() as rss:
         # 1. plan
-        one_pass_stats: DenseStats | None = stats if stats is not None and not cfg.sequential else None
-        if not plan_needs:
-            infos = [pruner.plan_info(layer, None, cfg) for layer in layers]
-        elif stats is not None:
-            infos = [pruner.plan_info(layer, stats.layers[i], cfg) for i, layer in enumerate(layers)]
-        elif not cfg.sequential and needs:
-            # one pass that serves both the plan and the pruning
-            ids = _calib_ids(cfg, calib_ids, cfg.samples)
-            one_pass_stats = collect_stats(model, ids, merge_needs(needs, plan_needs), cfg.batch_size, progress)
-            calib.update(samples=cfg.samples, seq_len=cfg.seq_len, layer_forwards=len(layers),
-                         seconds=one_pass_stats.seconds)
-            infos = [pruner.plan_info(layer, one_pass_stats.layers[i], cfg) for i, layer in enumerate(layers)]
-        else:
-            n = min(cfg.plan_samples, cfg.samples)
-            cal = Calibrator(model, _calib_ids(cfg, calib_ids, n), cfg.batch_size)
-            infos_d: dict[int, Any] = {}
-
-            def summarize(i: int, layer: nn.Module, s: LayerStats) -> None:
-                infos_d[i] = pruner.plan_info(layer, s, cfg)
-
-            run = cal.run(plan_needs, summarize, sequential=False, desc=f"plan {cfg.method}", progress=progress)
-            infos = [infos_d[i] for i in range(len(layers))]
-            calib["plan"] = {"samples": n, "seq_len": cfg.seq_len, "seconds": run.seconds}
+        infos, one_pass_stats = _plan_infos(model, layers, pruner, cfg, calib_ids, stats, progress, calib)
         budgets = pruner.plan(layers, infos, cfg)
         levels = [None] * len(layers)
         if cfg.owl:
@@ -497,3 +343,48 @@ def prune_model(
     log.info("%s level %.2f: sparsity %.4f, %d params, %.1f s, peak RSS %.0f MB (process max %.0f MB)",
              cfg.method, cfg.level, report.sparsity, params, seconds, report.peak_rss_mb, max_rss_mb())
     return report
+
+
+def _check_shared(stats: DenseStats, cfg: PruneConfig, pruner: Pruner, n_layers: int) -> None:
+    """Shared statistics must hold what `cfg` reads from them, for every layer."""
+    have = LayerStats(stats.layers[0].inputs) if stats.layers else LayerStats()
+    want = merge_needs(pruner.plan_needs(cfg), {} if cfg.sequential else pruner.needs(cfg))
+    if not have.covers(want):
+        raise RecipeError(
+            f"the shared statistics hold {dict(stats.needs)} but {cfg.method!r} needs {want}; "
+            "collect them with export.calibrate.collect_stats(model, ids, needs) including these"
+        )
+    if len(stats.layers) != n_layers:
+        raise RecipeError(f"the shared statistics cover {len(stats.layers)} layers, the model has {n_layers}")
+
+
+def _plan_infos(model: nn.Module, layers: list[nn.Module], pruner: Pruner, cfg: PruneConfig, calib_ids: Any,
+                stats: DenseStats | None, progress: bool | None,
+                calib: dict[str, Any]) -> tuple[list[Any], DenseStats | None]:
+    """Each layer's summary for the plan, and the statistics a one-pass prune reads (if any).
+
+    Updates `calib` with the calibration it ran.
+    """
+    needs, plan_needs = pruner.needs(cfg), pruner.plan_needs(cfg)
+    one_pass_stats: DenseStats | None = stats if stats is not None and not cfg.sequential else None
+    if not plan_needs:
+        return [pruner.plan_info(layer, None, cfg) for layer in layers], one_pass_stats
+    if stats is not None:
+        return [pruner.plan_info(layer, stats.layers[i], cfg) for i, layer in enumerate(layers)], one_pass_stats
+    if not cfg.sequential and needs:
+        # one pass that serves both the plan and the pruning
+        ids = _calib_ids(cfg, calib_ids, cfg.samples)
+        one_pass_stats = collect_stats(model, ids, merge_needs(needs, plan_needs), cfg.batch_size, progress)
+        calib.update(samples=cfg.samples, seq_len=cfg.seq_len, layer_forwards=len(layers),
+                     seconds=one_pass_stats.seconds)
+        return [pruner.plan_info(layer, one_pass_stats.layers[i], cfg) for i, layer in enumerate(layers)], one_pass_stats
+    n = min(cfg.plan_samples, cfg.samples)
+    cal = Calibrator(model, _calib_ids(cfg, calib_ids, n), cfg.batch_size)
+    infos_d: dict[int, Any] = {}
+
+    def summarize(i: int, layer: nn.Module, s: LayerStats) -> None:
+        infos_d[i] = pruner.plan_info(layer, s, cfg)
+
+    run = cal.run(plan_needs, summarize, sequential=False, desc=f"plan {cfg.method}", progress=progress)
+    calib["plan"] = {"samples": n, "seq_len": cfg.seq_len, "seconds": run.seconds}
+    return [infos_d[i] for i in range(len(layers))], one_pass_stats

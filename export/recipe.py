@@ -26,11 +26,11 @@ Variants are exported in file order, densest first (the manifest keeps that orde
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.config import check_table, read_toml
 from edge_runtime.errors import RecipeError
 from export.quantize import SCHEMES
 
@@ -38,8 +38,6 @@ RECIPES = Path(__file__).parent / "recipes"
 METHODS = ("dense", "magnitude", "wanda", "sparsegpt", "structured")
 PATTERNS = ("2:4",)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_TOP_KEYS = {"name", "description", "calibration", "evaluation", "variant"}
-_VARIANT_KEYS = {"name", "method", "sparsity", "pattern", "quantization", "parent", "options"}
 
 
 @dataclass(frozen=True)
@@ -93,39 +91,55 @@ class Recipe:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Recipe:
-        path = Path(path)
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.toml")))
-            raise RecipeError(f"recipe {str(path)!r} does not exist (bundled recipes: {known})")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise RecipeError(f"recipe {str(path)!r} is not valid TOML: {e}") from e
+        known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.toml")))
+        data = read_toml(path, "recipe", RecipeError, missing=f"bundled recipes: {known}")
         return cls.from_dict(data, where=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "recipe") -> Recipe:
-        unknown = set(data) - _TOP_KEYS
-        if unknown:
-            raise RecipeError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
-        cal = _table(data, "calibration", where, {"samples", "seq_len"})
-        ev = _table(data, "evaluation", where, {"ppl_windows", "ppl_seq_len"})
-        raw = data.get("variant")
-        if not isinstance(raw, list) or not raw:
+        d = check_table(_RecipeFile, data, where, RecipeError)
+        if not d.get("variant"):
             raise RecipeError(f"{where}: needs at least one [[variant]] table")
         variants: list[VariantRecipe] = []
-        for i, v in enumerate(raw):
-            variants.append(_variant(v, f"{where}: variant #{i + 1}", {x.name: x for x in variants}))
-        recipe = cls(
-            name=_typed(data, "name", str, where, "recipe"),
-            description=_typed(data, "description", str, where, ""),
+        for i, v in enumerate(d["variant"]):
+            variants.append(_variant(v, f"{where}.variant[{i}]", {x.name: x for x in variants}))
+        cal, ev = d.get("calibration", {}), d.get("evaluation", {})
+        return cls(
+            name=d.get("name", "recipe"),
+            description=d.get("description", ""),
             variants=tuple(variants),
-            calibration_samples=_positive(cal, "samples", where, 64),
-            calibration_seq_len=_positive(cal, "seq_len", where, 512),
-            ppl_windows=_positive(ev, "ppl_windows", where, 60, minimum=0),
-            ppl_seq_len=_positive(ev, "ppl_seq_len", where, 512),
+            calibration_samples=_at_least(cal, "samples", f"{where}.calibration", 64),
+            calibration_seq_len=_at_least(cal, "seq_len", f"{where}.calibration", 512),
+            ppl_windows=_at_least(ev, "ppl_windows", f"{where}.evaluation", 60, minimum=0),
+            ppl_seq_len=_at_least(ev, "ppl_seq_len", f"{where}.evaluation", 512),
         )
-        return recipe
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    """[calibration]: the text the pruners' statistics are collected on."""
+
+    samples: int = 64  # calibration windows
+    seq_len: int = 512  # tokens per window
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """[evaluation]: the held-out perplexity written into the manifest."""
+
+    ppl_windows: int = 60  # held-out windows (0: skip the perplexity)
+    ppl_seq_len: int = 512  # tokens per window
+
+
+@dataclass(frozen=True)
+class _RecipeFile:
+    """The shape of a recipe file, checked by `edge_runtime.config.check_table`."""
+
+    name: str = "recipe"
+    description: str = ""
+    calibration: _Calibration = _Calibration()
+    evaluation: _Evaluation = _Evaluation()
+    variant: tuple[VariantRecipe, ...] = ()  # [[variant]] tables, in export order
 
 
 def bundled(name: str) -> Recipe:
@@ -145,51 +159,26 @@ def load(spec: str | None) -> Recipe:
 # --------------------------------------------------------------------------- validation
 
 
-def _typed(d: dict[str, Any], key: str, typ: type, where: str, default: Any) -> Any:
-    if key not in d:
-        return default
-    v = d[key]
-    if typ is float and isinstance(v, int) and not isinstance(v, bool):
-        v = float(v)
-    if not isinstance(v, typ) or (typ is not bool and isinstance(v, bool)):
-        raise RecipeError(f"{where}: {key!r} must be {typ.__name__}, got {type(v).__name__} {v!r}")
-    return v
-
-
-def _positive(d: dict[str, Any], key: str, where: str, default: int, minimum: int = 1) -> int:
-    v = _typed(d, key, int, where, default)
+def _at_least(d: dict[str, int], key: str, where: str, default: int, minimum: int = 1) -> int:
+    v = d.get(key, default)
     if v < minimum:
-        raise RecipeError(f"{where}: {key!r} must be >= {minimum}, got {v}")
+        raise RecipeError(f"{where}.{key} must be >= {minimum}, got {v}")
     return v
 
 
-def _table(d: dict[str, Any], key: str, where: str, allowed: set[str]) -> dict[str, Any]:
-    t = d.get(key, {})
-    if not isinstance(t, dict):
-        raise RecipeError(f"{where}: [{key}] must be a table")
-    unknown = set(t) - allowed
-    if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {sorted(unknown)} in [{key}]; allowed: {sorted(allowed)}")
-    return t
-
-
-def _variant(v: Any, where: str, earlier: dict[str, VariantRecipe]) -> VariantRecipe:
-    if not isinstance(v, dict):
-        raise RecipeError(f"{where}: must be a table")
-    unknown = set(v) - _VARIANT_KEYS
-    if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_VARIANT_KEYS)}")
-    name = _typed(v, "name", str, where, None)
+def _variant(v: dict[str, Any], where: str, earlier: dict[str, VariantRecipe]) -> VariantRecipe:
+    """One [[variant]] table (keys and types already checked) against the variants before it."""
+    name = v.get("name")
     if name is None or not _NAME.match(name):
-        raise RecipeError(f"{where}: name {name!r} must match {_NAME.pattern} (it becomes a directory name)")
+        raise RecipeError(f"{where}.name {name!r} must match {_NAME.pattern} (it becomes a directory name)")
     where = f"{where} {name!r}"
     if name in earlier:
-        raise RecipeError(f"{where}: duplicate variant name")
-    quant = _typed(v, "quantization", str, where, "none")
+        raise RecipeError(f"{where}: duplicate variant name; give each variant its own name")
+    quant = v.get("quantization", "none")
     if quant != "none" and quant not in SCHEMES:
         raise RecipeError(f"{where}: unknown quantization {quant!r}; known: none, {', '.join(sorted(SCHEMES))}")
-    parent = _typed(v, "parent", str, where, None)
-    options = _typed(v, "options", dict, where, {})
+    parent = v.get("parent")
+    options = v.get("options", {})
     if parent is not None:
         if parent not in earlier:
             raise RecipeError(f"{where}: parent {parent!r} must be an fp32 variant listed before it")
@@ -201,24 +190,24 @@ def _variant(v: Any, where: str, earlier: dict[str, VariantRecipe]) -> VariantRe
         if set(v) & {"method", "sparsity", "pattern", "options"}:
             raise RecipeError(f"{where}: a quantized copy inherits method and sparsity from {parent!r}; drop them")
         return VariantRecipe(name, base.method, base.sparsity, base.pattern, quant, parent, base.options)
-    method = _typed(v, "method", str, where, None)
+    method = v.get("method")
     if method not in METHODS:
         raise RecipeError(f"{where}: unknown method {method!r}; known: {', '.join(METHODS)}")
-    pattern = _typed(v, "pattern", str, where, None)
+    pattern = v.get("pattern")
     if pattern is not None:
         if pattern not in PATTERNS:
             raise RecipeError(f"{where}: unknown pattern {pattern!r}; known: {', '.join(PATTERNS)}")
         if method not in ("magnitude", "wanda", "sparsegpt"):
             raise RecipeError(f"{where}: pattern {pattern!r} needs an unstructured method, not {method!r}")
         sparsity = 0.5
-        if "sparsity" in v and _typed(v, "sparsity", float, where, 0.5) != 0.5:
+        if v.get("sparsity", 0.5) != 0.5:
             raise RecipeError(f"{where}: pattern 2:4 fixes sparsity at 0.5; drop 'sparsity'")
     elif method == "dense":
         sparsity = 0.0
         if "sparsity" in v:
-            raise RecipeError(f"{where}: a dense variant takes no sparsity")
+            raise RecipeError(f"{where}: a dense variant takes no sparsity; drop 'sparsity'")
     else:
-        sparsity = _typed(v, "sparsity", float, where, None)
+        sparsity = v.get("sparsity")
         if sparsity is None:
             raise RecipeError(f"{where}: method {method!r} needs a sparsity level in (0, 1)")
         if not 0.0 < sparsity < 1.0:

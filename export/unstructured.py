@@ -155,8 +155,6 @@ def sparsegpt(
         for b, i1 in enumerate(range(0, cols, block)):
             i2 = min(i1 + block, cols)
             W1 = W[:, i1:i2].clone()  # [rows, bs]
-            Q1 = torch.zeros_like(W1)
-            Err1 = torch.zeros_like(W1)
             Hinv1 = Hinv[i1:i2, i1:i2]
             d = torch.diagonal(Hinv1)  # [bs]
             m1 = torch.zeros_like(W1, dtype=torch.bool)
@@ -165,30 +163,48 @@ def sparsegpt(
                 if per_row:
                     rank = torch.argsort(torch.argsort(tmp, dim=1), dim=1)  # [rows, bs]
                     m1 = rank < quota[:, b : b + 1]
-                for k, (r1, r2) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-                    c = per_block[k][b]
-                    if per_row:
-                        continue
-                    if c:
-                        seg = torch.zeros(r2 - r1, i2 - i1, dtype=torch.bool).flatten()
-                        seg[torch.topk(tmp[r1:r2].flatten(), c, largest=False).indices] = True
-                        m1[r1:r2] = seg.reshape(r2 - r1, i2 - i1)
-            for i in range(i2 - i1):
-                col = W1[:, i]
-                if nm is not None and i % nm[1] == 0:
-                    n, m = nm
-                    tmp = (W1[:, i : i + m] / d[None, i : i + m]) ** 2  # [rows, m]
-                    m1.scatter_(1, i + torch.topk(tmp, m - n, dim=1, largest=False).indices, True)
-                q = col.masked_fill(m1[:, i], 0.0)
-                Q1[:, i] = q
-                err = (col - q) / d[i]  # [rows]
-                W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
-                Err1[:, i] = err
+                else:
+                    _smallest_per_matrix(m1, tmp, bounds, [c[b] for c in per_block])
+            Q1, Err1 = _obs_block(W1, Hinv1, m1, nm)
             W[:, i1:i2] = Q1
             mask[:, i1:i2] = m1
             W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
         W[mask] = 0.0  # exact zeros, whatever rounding did
         return [W[r1:r2] for r1, r2 in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _smallest_per_matrix(m1: torch.Tensor, tmp: torch.Tensor, bounds: list[int], counts: list[int]) -> None:
+    """Mark in `m1` [rows, bs] the `counts[k]` lowest saliencies `tmp` of each matrix's rows."""
+    for (r1, r2), c in zip(zip(bounds[:-1], bounds[1:], strict=True), counts, strict=True):
+        if c:
+            seg = torch.zeros(r2 - r1, tmp.shape[1], dtype=torch.bool).flatten()
+            seg[torch.topk(tmp[r1:r2].flatten(), c, largest=False).indices] = True
+            m1[r1:r2] = seg.reshape(r2 - r1, tmp.shape[1])
+
+
+def _obs_block(W1: torch.Tensor, Hinv1: torch.Tensor, m1: torch.Tensor,
+               nm: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One block, column by column: zero the masked weights (N:M chosen here, into `m1`) and
+    spread each column's error over the block's later columns. `W1` [rows, bs] is updated in place.
+
+    Returns:
+        the block's new weights [rows, bs] and its scaled errors [rows, bs] for the lazy update.
+    """
+    Q1 = torch.zeros_like(W1)
+    Err1 = torch.zeros_like(W1)
+    d = torch.diagonal(Hinv1)  # [bs]
+    for i in range(W1.shape[1]):
+        col = W1[:, i]
+        if nm is not None and i % nm[1] == 0:
+            n, m = nm
+            tmp = (W1[:, i : i + m] / d[None, i : i + m]) ** 2  # [rows, m]
+            m1.scatter_(1, i + torch.topk(tmp, m - n, dim=1, largest=False).indices, True)
+        q = col.masked_fill(m1[:, i], 0.0)
+        Q1[:, i] = q
+        err = (col - q) / d[i]  # [rows]
+        W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
+        Err1[:, i] = err
+    return Q1, Err1
 
 
 # --------------------------------------------------------------------------- OWL

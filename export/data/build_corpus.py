@@ -1,11 +1,11 @@
-"""Rebuild the calibration and held-out prose shipped in this folder.
+"""Rebuild the calibration prose shipped in this folder and the held-out prose in harness/data/.
 
 Source: the reStructuredText sources of the Python 3.11 documentation as packaged by
 Debian (`apt-get download python3.11-doc`, version 3.11.2-6+deb12u8), under
 `/usr/share/doc/python3.11/html/_sources/`. The documentation is licensed under the
 PSF License Version 2 (see LICENSE-PYTHON-DOCS.txt beside this file).
 
-- `heldout.txt`: the tutorial, FAQ and HOWTO sections (evaluation only).
+- `harness/data/heldout.txt`: the tutorial, FAQ and HOWTO sections (evaluation only).
 - `calibration.txt`: the "What's New" section (calibration only).
 
 The two come from disjoint files, so calibration and evaluation never overlap. Code
@@ -87,7 +87,7 @@ def build(sources: Path, dirs: tuple[str, ...]) -> str:
 def main() -> None:
     sources = Path(sys.argv[1])
     here = Path(__file__).parent
-    (here / "heldout.txt").write_text(build(sources, HELDOUT_DIRS), encoding="utf-8")
+    (here.parents[1] / "harness" / "data" / "heldout.txt").write_text(build(sources, HELDOUT_DIRS), encoding="utf-8")
     (here / "calibration.txt").write_text(build(sources, CALIBRATION_DIRS), encoding="utf-8")
 
 

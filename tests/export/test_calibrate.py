@@ -10,12 +10,12 @@ from export.calibrate import (
     Calibrator,
     InputStats,
     LayerStats,
-    PeakRSS,
     collect_stats,
     layer_linears,
 )
+from export.corpus import calibration_windows
 from export.load import TinyConfig, tiny_model
-from export.text import calibration_windows
+from export.memory import PeakRSS
 
 ARCHS = ["LlamaForCausalLM", "Qwen2ForCausalLM"]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,10 +12,10 @@ from transformers import DynamicCache
 from edge_runtime.errors import RecipeError
 from export import unstructured as us
 from export.calibrate import collect_stats, layer_linears
+from export.corpus import calibration_windows
 from export.load import TinyConfig, tiny_model
 from export.perplexity import perplexity
 from export.prune import PRUNERS, PruneConfig, decoder_weight_count, prune_model
-from export.text import calibration_windows
 
 ARCHS = ["LlamaForCausalLM", "Qwen2ForCausalLM"]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -231,9 +231,11 @@ def test_default_recipe_from_one_shared_pass(tiny, ids):
     """Every variant of the default recipe, scaled to the tiny model, from one `collect_stats`."""
     from dataclasses import replace
 
-    from export.prune import DEFAULT_RECIPE, recipe_needs
+    from export.prune import prune_configs, recipe_needs
+    from export.recipe import bundled
 
-    recipe = {n: replace(c, samples=min(c.samples, SAMPLES), seq_len=SEQ, batch_size=4) for n, c in DEFAULT_RECIPE.items()}
+    default = prune_configs(bundled("default"))
+    recipe = {n: replace(c, samples=min(c.samples, SAMPLES), seq_len=SEQ, batch_size=4) for n, c in default.items()}
     needs = recipe_needs(recipe.values())
     assert needs["down_in"] >= {"xtx", "sum"} and needs["attn_in"] >= {"xtx"}
     stats = collect_stats(tiny.model, ids, needs)
@@ -316,8 +318,9 @@ def smollm2():
 @pytest.mark.timeout(1200)
 def test_real_model_recipe(smollm2):
     """Key variants of the default recipe on SmolLM2-135M, from one shared pass (~5 min, 2 cores)."""
-    from export.prune import DEFAULT_RECIPE, recipe_needs
-    from export.text import heldout_windows
+    from export.prune import prune_configs, recipe_needs
+    from export.recipe import bundled
+    from harness.text import heldout_windows
 
     tok = smollm2.tokenizer
     ev = torch.as_tensor(heldout_windows(tok, 16, 512))
@@ -325,14 +328,15 @@ def test_real_model_recipe(smollm2):
     assert dense_ppl < 25
     ids = torch.as_tensor(calibration_windows(tok, 128, 512))
     names = ("sparsegpt-50", "wanda-50", "structured-25")
-    stats = collect_stats(smollm2.model, ids, recipe_needs(DEFAULT_RECIPE[n] for n in names))
+    default = prune_configs(bundled("default"))
+    stats = collect_stats(smollm2.model, ids, recipe_needs(default[n] for n in names))
     assert stats.peak_rss_mb < 2048  # 128 x 512 calibration, every Hessian of every layer kept
     bounds = {"sparsegpt-50": 1.55, "wanda-50": 2.0, "structured-25": 1.4}  # x dense perplexity
     for name in names:
         model = copy.deepcopy(smollm2.model)
-        report = prune_model(model, DEFAULT_RECIPE[name], stats=stats)
+        report = prune_model(model, default[name], stats=stats)
         ratio = perplexity(model, ev) / dense_ppl
         assert ratio < bounds[name], (name, ratio)
-        assert report.sparsity == pytest.approx(DEFAULT_RECIPE[name].level, abs=1e-3)
+        assert report.sparsity == pytest.approx(default[name].level, abs=1e-3)
         if report.structured:
             _cache_parity(model, ids)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edge_runtime.bundle import read_manifest
 from edge_runtime.errors import EdgeError, EvalError
-from export.evaluate import (
+from harness.evaluate import (
     FLOORS_FILE,
     REPORT_DIR,
     BundleEval,
@@ -28,10 +28,10 @@ from export.evaluate import (
     gate_system,
     profile_mixes,
 )
-from export.floors import Floors
-from export.report import cheapest_passing, write_report
-from export.scoring import CHOICE_METRICS
-from export.suite import DEFAULT_SUITE, SLICES, load_suite
+from harness.floors import Floors
+from harness.report import cheapest_passing, write_report
+from harness.scoring import CHOICE_METRICS
+from harness.suite import DEFAULT_SUITE, SLICES, load_suite
 
 MIN_FLOOR_TOKENS = 30_000  # held-out tokens below which --set-floors warns
 
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--floors", type=Path, default=None,
                    help=f"floors TOML to gate on, or to write with --set-floors (default: BUNDLE/{FLOORS_FILE})")
     p.add_argument("--set-floors", action="store_true",
-                   help="evaluate the dense variant only and write floors from it (margins: export/floors.py)")
+                   help="evaluate the dense variant only and write floors from it (margins: harness/floors.py)")
     p.add_argument("--profiles", default=None,
                    help="comma-separated resource profiles (names or TOML paths): replay each with edge-sim and "
                    "gate the quality the controller delivers per slice on the per-profile floors; scores nothing")

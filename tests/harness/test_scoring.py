@@ -7,7 +7,7 @@ import pytest
 
 from edge_runtime.errors import EvalError
 from export.load import TINY_CHAT_TEMPLATE
-from export.scoring import (
+from harness.scoring import (
     CHECKS,
     PromptFormat,
     choice_accuracy,
@@ -18,7 +18,7 @@ from export.scoring import (
     score_case,
     summarize,
 )
-from export.suite import Case
+from harness.suite import Case
 
 RAW = PromptFormat(None)
 CHAT = PromptFormat(TINY_CHAT_TEMPLATE)
@@ -160,7 +160,7 @@ def test_normalize_and_list_items():
 
 
 def test_summarize_slices_format_and_instruction(tok, fake):
-    from export.scoring import CaseResult
+    from harness.scoring import CaseResult
 
     rs = [
         CaseResult("a", "common", "choice", (), True, None, ""),

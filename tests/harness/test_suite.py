@@ -7,7 +7,7 @@ import json
 import pytest
 
 from edge_runtime.errors import EvalError
-from export.suite import CASE_TYPES, DEFAULT_SUITE, SLICES, load_suite, parse_suite
+from harness.suite import CASE_TYPES, DEFAULT_SUITE, SLICES, load_suite, parse_suite
 
 HEADER = {"suite": "edge-eval", "version": "1.0.0", "changelog": [{"version": "1.0.0", "changes": "test"}]}
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from edge_runtime.bundle import Quality, atomic_directory
 from edge_runtime.errors import EvalError
-from export.evaluate import BundleEval, VariantEval
-from export.floors import DIMENSIONS
-from export.suite import SLICES
+from harness.evaluate import BundleEval, VariantEval
+from harness.floors import DIMENSIONS
+from harness.suite import SLICES
 
 REPORT_FILES = ("report.md", "report.json", "quality_vs_cost.png")
 TAIL = ("edge", "adversarial", "multilingual")  # the slices aggregate perplexity tends to hide
@@ -175,9 +175,20 @@ def _cell(ev: VariantEval, dim: str) -> str:
 
 def report_markdown(result: BundleEval) -> str:
     """A human-readable report: the gate table, drops per slice, the cheapest passing variant."""
-    m, fl = result.manifest, result.floors
     cols = [c for c in COLUMNS if any(c in v.scores for v in result.variants)]
-    lines = [
+    lines = _md_header(result) + _md_gate_table(result, cols) + _md_cheapest(result)
+    for title, drops in (("Drop per slice from dense", slice_drops(result)),
+                         ("Drop per slice from dense, choice cases only", slice_drops(result, choice_only=True))):
+        if drops:
+            lines += _md_drops(title, drops)
+    lines += _md_dense_and_choice(result) + _md_languages_and_profiles(result)
+    lines += ["", "![quality vs cost](quality_vs_cost.png)", ""]
+    return "\n".join(lines)
+
+
+def _md_header(result: BundleEval) -> list[str]:
+    m, fl = result.manifest, result.floors
+    return [
         f"# Evaluation: {m.model.source}",
         "",
         f"- bundle: `{result.bundle}`"
@@ -190,6 +201,12 @@ def report_markdown(result: BundleEval) -> str:
         f"- latency: reference request of {result.config.latency_prompt} prompt + {result.config.latency_new} new tokens, "
         f"from {'the manifest cost' if result.latency_source == 'manifest' else 'timings on this machine'}",
         f"- floors: {'none (gate left pending)' if fl is None else f'`{fl.path}` version {fl.version}'}",
+    ]
+
+
+def _md_gate_table(result: BundleEval, cols: list[str]) -> list[str]:
+    m, fl = result.manifest, result.floors
+    lines = [
         "",
         "## Scores and gate",
         "",
@@ -212,9 +229,13 @@ def report_markdown(result: BundleEval) -> str:
         limits = [f"≥ {fl.floors[c]:.2f}" if c in fl.floors else f"≤ {fl.ceilings[c]:.2f}" if c in fl.ceilings else ""
                   for c in cols]
         lines.append("| *floor* | | | | " + " | ".join(limits) + " | | |")
+    return lines
+
+
+def _md_cheapest(result: BundleEval) -> list[str]:
     best = cheapest_passing(result)
-    lines += ["", "## Cheapest variant that clears every floor", ""]
-    if fl is None:
+    lines = ["", "## Cheapest variant that clears every floor", ""]
+    if result.floors is None:
         lines.append("No floors were given, so no variant was gated.")
     elif best is None:
         lines.append("**None**: no variant, not even the dense one, cleared every floor.")
@@ -222,41 +243,42 @@ def report_markdown(result: BundleEval) -> str:
         ev = result.variant(best)
         lines.append(f"**{best}**: latency {ev.scores.get('latency', float('nan')):.2f}× and size "
                      f"{ev.scores.get('size', float('nan')):.2f}× of dense.")
+    return lines
 
-    for title, drops in (("Drop per slice from dense", slice_drops(result)),
-                         ("Drop per slice from dense, choice cases only", slice_drops(result, choice_only=True))):
-        if not drops:
-            continue
-        lines += [
-            "", f"## {title}", "",
-            "Dense accuracy minus the variant's (positive = the variant is worse) ± two paired standard "
-            "errors, the cases lost/gained against dense on the same cases, and in brackets the share of the "
-            "dense model's accuracy above chance that was lost (the fair comparison between slices that start "
-            "at different heights)." if "only" not in title else
-            "The same on the log-likelihood cases alone: no generation, so the collapse of format and "
-            "instruction following (which weighs most on `common`, where most generation cases are) is left out.",
-            "",
-            "| variant | " + " | ".join(s for s in SLICES) + " | tail loses more than common: points / share |",
-            "|---|" + "---|" * len(SLICES) + "---|",
+
+def _md_drops(title: str, drops: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    lines = [
+        "", f"## {title}", "",
+        "Dense accuracy minus the variant's (positive = the variant is worse) ± two paired standard "
+        "errors, the cases lost/gained against dense on the same cases, and in brackets the share of the "
+        "dense model's accuracy above chance that was lost (the fair comparison between slices that start "
+        "at different heights)." if "only" not in title else
+        "The same on the log-likelihood cases alone: no generation, so the collapse of format and "
+        "instruction following (which weighs most on `common`, where most generation cases are) is left out.",
+        "",
+        "| variant | " + " | ".join(s for s in SLICES) + " | tail loses more than common: points / share |",
+        "|---|" + "---|" * len(SLICES) + "---|",
+    ]
+    for name, per in drops.items():
+        cells = [
+            f"{per[s]['drop']:+.3f} ±{per[s]['two_se']:.3f} (−{per[s]['lost']}/+{per[s]['gained']}) "
+            f"[{_pct(per[s]['share_lost'])}]" if s in per else "–"
+            for s in SLICES
         ]
-        for name, per in drops.items():
-            cells = [
-                f"{per[s]['drop']:+.3f} ±{per[s]['two_se']:.3f} (−{per[s]['lost']}/+{per[s]['gained']}) "
-                f"[{_pct(per[s]['share_lost'])}]" if s in per else "–"
-                for s in SLICES
-            ]
-            verdict = tail_verdict(per)
-            words = ", ".join(
-                f"{s}: {'yes' if x['more'] else 'no'}{'*' if x['beyond_noise'] else ''} / "
-                f"{'yes' if x['more_share'] else 'no'}"
-                for s, x in verdict.items()
-            )
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {words} |")
-        lines += ["", "\\* the gap to common exceeds two standard errors."]
+        verdict = tail_verdict(per)
+        words = ", ".join(
+            f"{s}: {'yes' if x['more'] else 'no'}{'*' if x['beyond_noise'] else ''} / "
+            f"{'yes' if x['more_share'] else 'no'}"
+            for s, x in verdict.items()
+        )
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {words} |")
+    return lines + ["", "\\* the gap to common exceeds two standard errors."]
 
+
+def _md_dense_and_choice(result: BundleEval) -> list[str]:
     ch = chance(result)
     dense = result.variant(result.reference)
-    lines += ["", "## Dense model against chance", "", "| slice | dense | chance | cases |", "|---|---|---|---|"]
+    lines = ["", "## Dense model against chance", "", "| slice | dense | chance | cases |", "|---|---|---|---|"]
     for s in SLICES:
         if s in dense.scores:
             lines.append(f"| {s} | {dense.scores[s]:.3f} | {ch.get(s, 0):.3f} | {len(result.suite.slice(s))} |")
@@ -266,7 +288,11 @@ def report_markdown(result: BundleEval) -> str:
     for ev in result.variants:
         lines.append(f"| {ev.name} | " + " | ".join(
             f"{ev.choice[s]['sum']:.2f} / {ev.choice[s]['norm']:.2f}" if s in ev.choice else "–" for s in SLICES) + " |")
+    return lines
 
+
+def _md_languages_and_profiles(result: BundleEval) -> list[str]:
+    lines: list[str] = []
     langs = sorted({k for ev in result.variants for k in per_language(result, ev)})
     if langs:
         lines += ["", "## Multilingual slice by language", "", "| variant | " + " | ".join(langs) + " |",
@@ -274,13 +300,12 @@ def report_markdown(result: BundleEval) -> str:
         for ev in result.variants:
             pl = per_language(result, ev)
             lines.append(f"| {ev.name} | " + " | ".join(f"{pl[k]:.2f}" if k in pl else "–" for k in langs) + " |")
-
+    fl = result.floors
     if fl is not None and fl.profiles:
         lines += ["", "## Per-profile floors (delivered quality, for edge-sim)", ""]
         for prof, tbl in fl.profiles.items():
             lines.append(f"- `{prof}`: " + ", ".join(f"{k} ≥ {v:.2f}" for k, v in tbl.items()))
-    lines += ["", "![quality vs cost](quality_vs_cost.png)", ""]
-    return "\n".join(lines)
+    return lines
 
 
 # --------------------------------------------------------------------------- plot
@@ -322,10 +347,10 @@ def load_report(path: str | Path, bundle_dir: str | Path | None = None) -> Bundl
     """Rebuild an evaluation from its `report.json` (with per-case results), to rewrite the
     report without scoring again. The bundle and the suite file it names must still be there."""
     from edge_runtime.bundle import Gate, read_manifest
-    from export.evaluate import EvalConfig
-    from export.floors import Floors
-    from export.scoring import CaseResult
-    from export.suite import load_suite
+    from harness.evaluate import EvalConfig
+    from harness.floors import Floors
+    from harness.scoring import CaseResult
+    from harness.suite import load_suite
 
     try:
         d = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from edge_runtime.errors import EvalError
-from export.floors import (
+from harness.floors import (
     DIMENSIONS,
     FloorRule,
     Floors,
@@ -112,7 +112,9 @@ BASE = 'format = "edge-floors/1"\nversion = 1\n'
         (BASE + "[floors]\ncommon = 0.5\n[profiles.x]\nformat = 0.5\n", r"\[profiles.x\] names unknown slices \['format'\]"),
         (BASE, r"no \[floors\] or \[ceilings\]: nothing to gate on"),
         ('format = "edge-floors/9"\n[floors]\ncommon = 0.5\n', r"format must be 'edge-floors/1', got 'edge-floors/9'"),
-        (BASE + "colour = 1\n[floors]\ncommon = 0.5\n", r"unknown keys \['colour'\]"),
+        (BASE + "colour = 1\n[floors]\ncommon = 0.5\n", r"unknown key 'colour'; known keys: floors, ceilings, .*format"),
+        (BASE + '[floors]\ncommon = "high"\n', r"floors.toml.floors.common must be a number, got str 'high'"),
+        ('format = "edge-floors/1"\nversion = 0\n[floors]\ncommon = 0.5\n', r"floors.toml.version must be a positive integer, got 0"),
         (BASE + "[floors\n", r"not valid TOML"),
     ],
 )

@@ -10,7 +10,7 @@
 - perplexity of held-out windows: one full-sequence pass per window, mean next-token NLL.
 
 Everything talks to the model through `LanguageModel`, a two-method protocol that the ORT
-session (export.evaluate) and the tests' fake models both implement.
+session (harness.evaluate) and the tests' fake models both implement.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from edge_runtime.errors import EvalError
-from export.suite import SLICES, Case
+from harness.suite import SLICES, Case
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
-"""Calibration and held-out text that installs with the project (see data/build_corpus.py).
+"""Held-out text that installs with the project, and the token windows cut from it.
 
-Calibration comes from the "What's New" pages of the Python 3.11 documentation and
-evaluation from its tutorial, FAQ and HOWTOs: disjoint files, so the two never overlap.
-Both are English prose under the PSF License (data/LICENSE-PYTHON-DOCS.txt).
+Evaluation text comes from the tutorial, FAQ and HOWTOs of the Python 3.11 documentation;
+calibration (export/corpus.py) from its "What's New" pages: disjoint files, so the two never
+overlap (both built by export/data/build_corpus.py). English prose under the PSF License
+(data/LICENSE-PYTHON-DOCS.txt).
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ from tokenizers import Tokenizer
 from edge_runtime.errors import ExportError
 
 DATA = Path(__file__).parent / "data"
-
-
-@cache
-def calibration_text() -> str:
-    return (DATA / "calibration.txt").read_text(encoding="utf-8")
 
 
 @cache
@@ -45,11 +41,6 @@ def token_windows(
             f"lower the number of samples or the sequence length"
         )
     return ids[: n * length].reshape(n, length)
-
-
-def calibration_windows(tokenizer: Tokenizer, n: int, length: int) -> np.ndarray:
-    """Calibration batches [n, length] from the calibration prose."""
-    return token_windows(tokenizer, calibration_text(), n, length, "calibration text")
 
 
 def heldout_windows(tokenizer: Tokenizer, n: int, length: int) -> np.ndarray:

@@ -15,8 +15,8 @@ from tokenizers import Tokenizer
 
 from edge_runtime.bundle import Manifest, ModelInfo, Variant, write_manifest
 from export.load import TINY_CHAT_TEMPLATE
-from export.scoring import greedy
-from export.text import heldout_text
+from harness.scoring import greedy
+from harness.text import heldout_text
 
 HEADER = {"suite": "edge-eval", "version": "1.0.0", "changelog": [{"version": "1.0.0", "changes": "test"}]}
 

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.bundle import Gate, atomic_write_text
+from edge_runtime.config import check_table, read_toml
 from edge_runtime.errors import EvalError
-from export.suite import SLICES
+from harness.suite import SLICES
 
 log = logging.getLogger(__name__)
 
@@ -110,56 +111,37 @@ class Floors:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Floors:
-        p = Path(path)
-        if not p.is_file():
-            raise EvalError(f"floors file {str(p)!r} does not exist; write one with edge-eval --bundle DIR --set-floors")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise EvalError(f"{p}: not valid TOML ({e})") from e
-        return cls.from_dict(data, str(p))
+        data = read_toml(path, "floors file", EvalError, missing="write one with edge-eval --bundle DIR --set-floors")
+        return cls.from_dict(data, str(path))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "floors") -> Floors:
-        known = {"format", "version", "suite_version", "model", "created", "rule", "dense", "margins",
-                 "floors", "ceilings", "profiles"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise EvalError(f"{where}: unknown keys {unknown}; allowed: {sorted(known)}")
+        d = check_table(cls, d, where, EvalError, skip=("path",), extra={"format": str})
         if d.get("format") != FLOORS_FORMAT:
             raise EvalError(f"{where}: format must be {FLOORS_FORMAT!r}, got {d.get('format')!r}; rewrite it with --set-floors")
         version = d.get("version", 1)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise EvalError(f"{where}: 'version' must be a positive int, got {version!r}")
+        if version < 1:
+            raise EvalError(f"{where}.version must be a positive integer, got {version!r}")
         floors = _table(d, "floors", where, "floor")
         ceilings = _table(d, "ceilings", where, "ceiling")
         if not floors and not ceilings:
             raise EvalError(f"{where}: no [floors] or [ceilings]: nothing to gate on")
-        profiles_raw = d.get("profiles", {})
-        if not isinstance(profiles_raw, dict):
-            raise EvalError(f"{where}: [profiles] must be tables of slice floors")
         profiles: dict[str, dict[str, float]] = {}
-        for name, tbl in profiles_raw.items():
-            if not isinstance(tbl, dict):
-                raise EvalError(f"{where}: [profiles.{name}] must be a table of slice = floor")
+        for name, tbl in d.get("profiles", {}).items():
             bad = sorted(set(tbl) - set(SLICES))
             if bad:
                 raise EvalError(f"{where}: [profiles.{name}] names unknown slices {bad}; use {list(SLICES)}")
             profiles[name] = {k: _unit(v, f"{where}: [profiles.{name}] {k}") for k, v in tbl.items()}
         return cls(
             floors=floors, ceilings=ceilings, profiles=profiles, version=version,
-            suite_version=str(d.get("suite_version", "")), model=str(d.get("model", "")),
-            created=str(d.get("created", "")),
-            dense={k: float(v) for k, v in (d.get("dense") or {}).items()},
-            margins={k: float(v) for k, v in (d.get("margins") or {}).items()},
-            rule={k: float(v) for k, v in (d.get("rule") or {}).items()},
-            path=where,
+            suite_version=d.get("suite_version", ""), model=d.get("model", ""), created=d.get("created", ""),
+            dense=d.get("dense", {}), margins=d.get("margins", {}), rule=d.get("rule", {}), path=where,
         )
 
     def to_toml(self) -> str:
         lines = [
             "# Deployment floors for edge-eval. Written by `edge-eval --set-floors` from the dense",
-            "# variant only (never from pruned results); see export/floors.py for the rule.",
+            "# variant only (never from pruned results); see harness/floors.py for the rule.",
             "# A variant passes if every [floors] score is >= its floor and every [ceilings] cost",
             "# (relative to dense) is <= its ceiling.",
             f'format = "{FLOORS_FORMAT}"',
@@ -201,16 +183,15 @@ def _num(v: float) -> str:
     return repr(round(float(v), 4))
 
 
-def _unit(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+def _unit(v: float, where: str) -> float:
+    if not 0.0 <= v <= 1.0:
         raise EvalError(f"{where} must be a number in [0, 1], got {v!r}")
-    return float(v)
+    return v
 
 
 def _table(d: dict[str, Any], key: str, where: str, kind: str) -> dict[str, float]:
+    """The dimensions of [floors] or [ceilings] (`d` is type-checked: values are floats)."""
     tbl = d.get(key, {})
-    if not isinstance(tbl, dict):
-        raise EvalError(f"{where}: [{key}] must be a table of dimension = number")
     out: dict[str, float] = {}
     for name, v in tbl.items():
         dim = DIMENSIONS.get(name)
@@ -221,10 +202,10 @@ def _table(d: dict[str, Any], key: str, where: str, kind: str) -> dict[str, floa
             raise EvalError(f"{where}: {name!r} is a {dim.kind} dimension; move it from [{key}] to [{other}]")
         if kind == "floor":
             out[name] = _unit(v, f"{where}: [{key}] {name}")
-        elif isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        elif v <= 0:
             raise EvalError(f"{where}: [{key}] {name} must be a positive number, got {v!r}")
         else:
-            out[name] = float(v)
+            out[name] = v
     return out
 
 

@@ -14,16 +14,16 @@ from evalkit import BUNDLE_VARIANTS, SMALL_SUITE, build_bundle, suite_text
 
 from edge_runtime.bundle import read_manifest
 from edge_runtime.errors import BundleError, EvalError, VariantError
-from export.evaluate import (
+from harness.cli import main
+from harness.evaluate import (
     EvalConfig,
     OrtModel,
     apply_to_manifest,
     evaluate_bundle,
     floors_from_dense,
 )
-from export.evaluate_cli import main
-from export.floors import Floors, set_floors
-from export.report import (
+from harness.floors import Floors, set_floors
+from harness.report import (
     REPORT_FILES,
     cheapest_passing,
     report_dict,
@@ -31,8 +31,8 @@ from export.report import (
     slice_drops,
     write_report,
 )
-from export.scoring import greedy
-from export.suite import load_suite
+from harness.scoring import greedy
+from harness.suite import load_suite
 
 FAST = EvalConfig(windows=3, window=64, latency_prompt=8, latency_new=4, latency_repeats=1)
 
@@ -305,7 +305,7 @@ def test_reuse_takes_the_dense_run_instead_of_scoring_it_again(bundle, small_sui
     suite = load_suite(small_suite)
     floors, dense_run = floors_from_dense(bundle, suite, FAST)
     scored: list[str] = []
-    import export.evaluate as E
+    import harness.evaluate as E
 
     real = E.score_variant
     monkeypatch.setattr(E, "score_variant", lambda *a, **k: (scored.append(k["name"]), real(*a, **k))[1])
@@ -317,7 +317,7 @@ def test_reuse_takes_the_dense_run_instead_of_scoring_it_again(bundle, small_sui
 
 
 def test_gate_system_counts_failed_requests_as_zero_quality(evaluated):
-    from export.evaluate import FAILED, gate_system
+    from harness.evaluate import FAILED, gate_system
 
     m = evaluated.manifest
     for ev in evaluated.variants:
@@ -330,7 +330,7 @@ def test_gate_system_counts_failed_requests_as_zero_quality(evaluated):
 
 
 def test_report_round_trips_through_report_json(tmp_path, evaluated):
-    from export.report import load_report
+    from harness.report import load_report
 
     out = write_report(evaluated, tmp_path / "r")
     # report.json names the suite and floors by path; here they live in pytest temp dirs that still exist

@@ -2,7 +2,7 @@
 
 Every case was written for this project (no benchmark was copied). Options are listed
 right answer first here and shuffled deterministically per case id in the file, so the
-answer index varies. Run: `python export/data/build_suite.py` (writes suite.jsonl beside
+answer index varies. Run: `python harness/data/build_suite.py` (writes suite.jsonl beside
 this file). Bump VERSION and add a CHANGELOG entry for any change to the cases: floors are
 tied to the suite version and must be set again.
 

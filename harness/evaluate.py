@@ -1,7 +1,7 @@
 """The evaluation harness: score every variant of a bundle through onnxruntime and gate it.
 
     result = evaluate_bundle("bundles/smollm2-135m", load_suite(), Floors.from_toml(f))
-    write_report(result, "bundles/smollm2-135m/eval")   # export.report
+    write_report(result, "bundles/smollm2-135m/eval")   # harness.report
     apply_to_manifest("bundles/smollm2-135m", result)    # quality + gate, atomically
 
 Each variant runs in the same kind of ORT session the device runs (CPU provider, the
@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from edge_runtime.bundle import Gate, Manifest, Quality, Variant, read_manifest, write_manifest
 from edge_runtime.errors import BundleError, EdgeError, EvalError, VariantError
-from export.floors import DIMENSIONS, FloorRule, Floors, gate, set_floors
-from export.scoring import (
+from harness.floors import DIMENSIONS, FloorRule, Floors, gate, set_floors
+from harness.scoring import (
     CHOICE_METRICS,
     CaseResult,
     LanguageModel,
@@ -39,8 +39,8 @@ from export.scoring import (
     score_case,
     summarize,
 )
-from export.suite import SLICES, Suite
-from export.text import heldout_text, heldout_windows, token_windows
+from harness.suite import SLICES, Suite
+from harness.text import heldout_text, heldout_windows, token_windows
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +431,7 @@ def profile_mixes(
 
 def gate_system(manifest: Manifest, mixes: dict[str, dict[str, float]], floors: Floors) -> dict[str, dict[str, Any]]:
     """Delivered per-slice quality and its gate for each profile's variant mix (scores from the manifest)."""
-    from export.floors import delivered_quality, gate_profiles
+    from harness.floors import delivered_quality, gate_profiles
 
     scores: dict[str, dict[str, float]] = {v.name: dict(v.quality.scores) for v in manifest.variants if v.quality.scores}
     if not scores:

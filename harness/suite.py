@@ -7,7 +7,7 @@ A suite file starts with one header line, then one case per line:
      "prompt": "The capital of France is", "options": [" Paris", " a sandwich"], "answer": 0}
 
 Slices (`SLICES`) are what the controller reads per variant; `type` picks the scorer
-(`export.scoring.SCORERS`). Every error names the file and the line, and the whole file is
+(`harness.scoring.SCORERS`). Every error names the file and the line, and the whole file is
 validated before anything is returned, so a bad line never yields half a suite.
 """
 
