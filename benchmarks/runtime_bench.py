@@ -21,7 +21,7 @@ this benchmark's measurements, then the controller, server and memory sections) 
 Targets (the issue): dense fp32 decode >= 0.85x llama.cpp F32; the fastest gated variant
 >= llama.cpp Q4_1; runtime overhead <= 3% of request time; decision p99 <= 1 ms;
 edge-serve overhead at 1 client <= 5%; RSS growth < 5%. llama.cpp's numbers were
-measured on the project's 2-core build machine (FACTS); timings from another machine
+measured on the project's 2-core build machine (docs/FACTS.md); timings from another machine
 compare only as ratios measured in one run.
 """
 

@@ -1,7 +1,7 @@
 """Build an onnxruntime graph with a KV cache straight from a (pruned) Llama-family model.
 
 The graph is written node by node from the weights rather than traced: a trace of
-SmolLM2-135M takes minutes per variant (docs/FACTS), this takes seconds, and it emits
+SmolLM2-135M takes minutes per variant (docs/FACTS.md), this takes seconds, and it emits
 the fused onnxruntime operators that make CPU decoding fast:
 
     input_ids ─ Gather(embed) ─┐

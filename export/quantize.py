@@ -1,7 +1,7 @@
 """Weight-only quantization of an exported graph to onnxruntime's MatMulNBits.
 
 Per-tensor `quantize_dynamic` int8 agreed with its fp32 parent on only 56% of argmax
-tokens for SmolLM2-135M (docs/FACTS). Block-wise weight-only quantization keeps quality:
+tokens for SmolLM2-135M (docs/FACTS.md). Block-wise weight-only quantization keeps quality:
 every MatMul weight (the lm_head included, untied for the purpose) is quantized in
 blocks of 32 input rows with one scale each, and activations are quantized to int8 on
 the fly by the kernel (`accuracy_level=4`), which is what makes it fast on AVX2.

@@ -4,7 +4,7 @@ The controller, its environment and `edge-sim` read only the manifest (costs, qu
 gate), so tests and benchmarks can run before a real bundle exists. The numbers follow
 docs/FACTS.md for SmolLM2-135M on a 2-core AVX2 CPU: dense fp32 decode ~30 ms per token,
 50% structured ~20 ms, int8 ~22 ms, int4 ~12 ms; unstructured sparsity is stored dense and
-runs at dense speed on CPU; perplexity from the measured tables where FACTS.md has one
+runs at dense speed on CPU; perplexity from the measured tables where docs/FACTS.md has one
 (dense 20.1, int8 34.0, Wanda-50 37.4, structured-50 59.2), interpolated otherwise. Harness slice
 scores (`common`, `edge`, `adversarial`, `multilingual`) are invented but shaped like
 measured ones: pruning costs little on common text and much on the hard slices.
