@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_runtime.engine.generate import Timings
-from edge_runtime.engine.sampling import SamplingParams
+from edge_runtime.engine.sampling import SamplingParams, TokenLogprob
 from edge_runtime.engine.tokenizer import Tokenizer
 from edge_runtime.errors import EdgeError, RequestError
 from edge_runtime.queue import Entry
@@ -106,6 +106,7 @@ class Result:
     cold_start: bool = False  # the variant was loaded for this request (timings.load_s)
     retried_from: str | None = None  # the variant that failed first, if any
     observation: dict[str, float] = field(default_factory=dict)  # what the policy saw
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # per returned token, when asked
 
     @property
     def prompt_tokens(self) -> int:
@@ -131,6 +132,7 @@ class Event:
     reason: str = ""
     result: Result | None = None
     error: EdgeError | None = None
+    logprobs: Sequence[TokenLogprob] = ()  # "text": the logprobs of the tokens behind this delta
 
 
 class Handle:
