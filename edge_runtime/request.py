@@ -39,13 +39,14 @@ class Intake:
     default_deadline_s: float | None  # when a request sets none; None: no deadline
 
     def prompt(self, prompt: str | None = None, messages: Sequence[dict[str, Any]] | None = None,
-               prompt_ids: Sequence[int] | None = None) -> list[int]:
-        """The prompt's token ids from exactly one of text, chat messages or ids; checks its length."""
+               prompt_ids: Sequence[int] | None = None, tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
+        """The prompt's token ids from exactly one of text, chat messages (with `tools` for the
+        chat template) or ids; checks its length."""
         given = [x is not None for x in (prompt, messages, prompt_ids)]
         if sum(given) != 1:
             raise RequestError("give exactly one of prompt, messages or prompt_ids")
         if messages is not None:
-            ids = self.tokenizer.encode_chat(messages)
+            ids = self.tokenizer.encode_chat(messages, tools=tools)
         elif prompt is not None:
             if not isinstance(prompt, str):
                 raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")

@@ -217,7 +217,8 @@ class Runtime:
                prompt_ids: Sequence[int] | None = None, params: SamplingParams | None = None,
                variant: str | None = None, priority: int = 0, deadline_s: float | None = None,
                difficulty: float = 0.0, sink: Callable[[Event], None] | None = None, stream: bool = True,
-               constraint: Constraint | None = None, **sampling: Any) -> Handle:
+               constraint: Constraint | None = None, tools: Sequence[dict[str, Any]] | None = None,
+               **sampling: Any) -> Handle:
         """Queue a request and return its `Handle` at once.
 
         Args:
@@ -234,13 +235,14 @@ class Runtime:
                 mid-generation can always be retried on another one.
             constraint: a grammar the output must follow, from `self.grammars.compile...`
                 (one per request: it holds the request's position in the grammar).
+            tools: OpenAI tool objects, passed to the chat template as transformers passes them.
 
         Raises:
             RequestError: bad prompt or parameters. VariantError: unknown or unservable variant.
             Overloaded: the queue is full. Unavailable: the runtime is closing.
         """
         try:
-            ids = self.intake.prompt(prompt, messages, prompt_ids)
+            ids = self.intake.prompt(prompt, messages, prompt_ids, tools)
             params = self.intake.sampling(len(ids), params, **sampling)
             budget = self.intake.fields(difficulty, priority, deadline_s)
             pinned = None
