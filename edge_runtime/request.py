@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_runtime.engine.generate import Timings
-from edge_runtime.engine.sampling import SamplingParams
+from edge_runtime.engine.sampling import SamplingParams, TokenLogprob
 from edge_runtime.engine.tokenizer import Tokenizer
 from edge_runtime.errors import EdgeError, RequestError
 from edge_runtime.queue import Entry
@@ -39,13 +39,14 @@ class Intake:
     default_deadline_s: float | None  # when a request sets none; None: no deadline
 
     def prompt(self, prompt: str | None = None, messages: Sequence[dict[str, Any]] | None = None,
-               prompt_ids: Sequence[int] | None = None) -> list[int]:
-        """The prompt's token ids from exactly one of text, chat messages or ids; checks its length."""
+               prompt_ids: Sequence[int] | None = None, tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
+        """The prompt's token ids from exactly one of text, chat messages (with `tools` for the
+        chat template) or ids; checks its length."""
         given = [x is not None for x in (prompt, messages, prompt_ids)]
         if sum(given) != 1:
             raise RequestError("give exactly one of prompt, messages or prompt_ids")
         if messages is not None:
-            ids = self.tokenizer.encode_chat(messages)
+            ids = self.tokenizer.encode_chat(messages, tools=tools)
         elif prompt is not None:
             if not isinstance(prompt, str):
                 raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")
@@ -106,6 +107,7 @@ class Result:
     cold_start: bool = False  # the variant was loaded for this request (timings.load_s)
     retried_from: str | None = None  # the variant that failed first, if any
     observation: dict[str, float] = field(default_factory=dict)  # what the policy saw
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # per returned token, when asked
 
     @property
     def prompt_tokens(self) -> int:
@@ -131,6 +133,7 @@ class Event:
     reason: str = ""
     result: Result | None = None
     error: EdgeError | None = None
+    logprobs: Sequence[TokenLogprob] = ()  # "text": the logprobs of the tokens behind this delta
 
 
 class Handle:

@@ -41,6 +41,7 @@ from edge_runtime.control.observation import DeviceState, RequestState
 from edge_runtime.control.policy import Decision, Policy, StaticPolicy, load_policy, valid_choice
 from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
 from edge_runtime.engine.generate import Generation, Timings
+from edge_runtime.engine.grammar import Constraint, Grammars
 from edge_runtime.engine.pool import VariantPool
 from edge_runtime.engine.sampling import SamplingParams
 from edge_runtime.engine.tokenizer import Tokenizer
@@ -70,6 +71,7 @@ class _Job:
     deadline_s: float  # budget from submission (inf: none)
     submitted: float  # monotonic
     handle: Handle
+    constraint: Constraint | None = None  # the grammar the output must follow
 
 
 class Runtime:
@@ -90,6 +92,7 @@ class Runtime:
         self.max_prompt_tokens = min(config.max_prompt_tokens or self.context_length - 1, self.context_length - 1)
         self.intake = Intake(tokenizer, manifest.model.vocab_size, self.context_length, self.max_prompt_tokens,
                              config.default_max_tokens, config.default_deadline_s)
+        self.grammars = Grammars(tokenizer.tokenizer.to_str, manifest.model.vocab_size, sorted(tokenizer.eos_token_ids))
         self._service_s = 1.0  # EWMA of a request's service time, for Retry-After
         self.queue = RequestQueue(config.max_queue, retry_after=self._retry_after)
         self._ids = itertools.count(1)
@@ -214,6 +217,7 @@ class Runtime:
                prompt_ids: Sequence[int] | None = None, params: SamplingParams | None = None,
                variant: str | None = None, priority: int = 0, deadline_s: float | None = None,
                difficulty: float = 0.0, sink: Callable[[Event], None] | None = None, stream: bool = True,
+               constraint: Constraint | None = None, tools: Sequence[dict[str, Any]] | None = None,
                **sampling: Any) -> Handle:
         """Queue a request and return its `Handle` at once.
 
@@ -229,13 +233,16 @@ class Runtime:
             sink: receives the request's `Event`s instead of the handle's own buffer.
             stream: send "text" events as tokens arrive; without them, a variant that fails
                 mid-generation can always be retried on another one.
+            constraint: a grammar the output must follow, from `self.grammars.compile...`
+                (one per request: it holds the request's position in the grammar).
+            tools: OpenAI tool objects, passed to the chat template as transformers passes them.
 
         Raises:
             RequestError: bad prompt or parameters. VariantError: unknown or unservable variant.
             Overloaded: the queue is full. Unavailable: the runtime is closing.
         """
         try:
-            ids = self.intake.prompt(prompt, messages, prompt_ids)
+            ids = self.intake.prompt(prompt, messages, prompt_ids, tools)
             params = self.intake.sampling(len(ids), params, **sampling)
             budget = self.intake.fields(difficulty, priority, deadline_s)
             pinned = None
@@ -254,7 +261,7 @@ class Runtime:
         rid = f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         handle = Handle(rid, sink, stream)
         now = time.monotonic()
-        job = _Job(rid, ids, params, pinned, float(difficulty), budget, now, handle)
+        job = _Job(rid, ids, params, pinned, float(difficulty), budget, now, handle, constraint)
         try:
             handle.entry = self.queue.put(job, priority=priority, deadline=now + budget)
         except (Overloaded, Unavailable) as e:
@@ -394,14 +401,14 @@ class Runtime:
                 loaded, load_s = self.pool.get(index, capacity)
                 t.load_s += load_s
                 gen = Generation(loaded.decoder, self.tokenizer, job.prompt_ids, job.params, timings=t,
-                                 cancelled=lambda: job.handle.cancelled)
+                                 cancelled=lambda: job.handle.cancelled, constraint=job.constraint)
                 started_ev = False
                 for delta in gen:
                     if not started_ev:
                         job.handle.emit(Event("start", variant=name, reason=reason))
                         started_ev = True
                     if job.handle.stream:
-                        job.handle.emit(Event("text", text=delta))
+                        job.handle.emit(Event("text", text=delta, logprobs=gen.take_logprobs()))
                 if not started_ev:
                     job.handle.emit(Event("start", variant=name, reason=reason))
                 break
@@ -418,7 +425,7 @@ class Runtime:
                 t = Timings(queue_s=t.queue_s, decide_s=t.decide_s, load_s=t.load_s)
         t.total_s = time.monotonic() - job.submitted
         result = Result(job.id, gen.text, gen.token_ids, gen.finish_reason or "stop", name, reason, t,
-                        source=source, cold_start=t.load_s > 0, retried_from=retried_from,
+                        source=source, cold_start=t.load_s > 0, retried_from=retried_from, logprobs=gen.logprobs,
                         observation=observation.describe(obs) if obs is not None else {})
         self._account(result)
         job.handle.emit(Event("done", variant=name, reason=reason, result=result))

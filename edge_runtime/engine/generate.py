@@ -16,7 +16,14 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from edge_runtime.engine.sampling import Sampler, SamplingParams, stop_prefix_len
+from edge_runtime.engine.grammar import Constraint
+from edge_runtime.engine.sampling import (
+    Sampler,
+    SamplingParams,
+    TokenLogprob,
+    stop_prefix_len,
+    token_logprob,
+)
 from edge_runtime.engine.session import Decoder
 from edge_runtime.engine.tokenizer import Tokenizer
 
@@ -68,20 +75,25 @@ class Generation:
         timings: filled in as the generation runs (a new one by default).
         cancelled: polled once per token; True ends the generation ("cancelled").
         eos_ids: tokens that end the sequence (default: the tokenizer's).
+        constraint: a grammar the output must follow (`grammar.Constraint`): its mask is applied
+            to the logits before sampling; the generation ends ("stop") when the grammar is complete.
     """
 
     def __init__(self, decoder: Decoder, tokenizer: Tokenizer, prompt_ids: Sequence[int], params: SamplingParams,
                  timings: Timings | None = None, cancelled: Callable[[], bool] | None = None,
-                 eos_ids: frozenset[int] | None = None) -> None:
+                 eos_ids: frozenset[int] | None = None, constraint: Constraint | None = None) -> None:
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.prompt_ids = list(prompt_ids)
         self.params = params
         self.timings = timings or Timings()
         self.cancelled = cancelled or (lambda: False)
-        self.eos_ids = frozenset() if params.ignore_eos else (
+        self.eos_ids = frozenset() if params.ignore_eos and constraint is None else (
             tokenizer.eos_token_ids if eos_ids is None else eos_ids)
+        self.constraint = constraint
         self.token_ids: list[int] = []
+        self.logprobs: list[TokenLogprob] = []  # one per returned token (not the final EOS), when asked
+        self._logprobs_taken = 0
         self.text = ""  # the final text (grows while iterating)
         self.finish_reason: str | None = None
 
@@ -97,8 +109,11 @@ class Generation:
         t0 = time.perf_counter()
         logits: np.ndarray = dec.prefill(self.prompt_ids)
         first, matched = True, False  # matched: a stop string ended the text
+        grammar = self.constraint
+        if grammar is not None:
+            grammar.reset()
         while True:
-            token = sampler(logits)
+            token = sampler(logits if grammar is None else grammar.apply(logits))
             self.token_ids.append(token)
             if first:
                 t.prefill_s = time.perf_counter() - t0
@@ -107,6 +122,10 @@ class Generation:
             if token in self.eos_ids:
                 self.finish_reason = "stop"
                 break
+            if p.logprobs:
+                self.logprobs.append(token_logprob(logits, token, p.top_logprobs))
+            if grammar is not None:
+                grammar.advance(token)
             pending += detok.push(token)
             if stops:
                 cut = _find_stop(pending, stops)
@@ -123,6 +142,9 @@ class Generation:
                 self.text += pending
                 yield pending
                 pending = ""
+            if grammar is not None and grammar.done:
+                self.finish_reason = "stop"  # the grammar admits nothing more: the output is complete
+                break
             if t.completion_tokens >= p.max_tokens:
                 self.finish_reason = "length"
                 break
@@ -141,6 +163,12 @@ class Generation:
         if pending:
             self.text += pending
             yield pending
+
+    def take_logprobs(self) -> list[TokenLogprob]:
+        """The logprobs recorded since the last call (for streaming them beside the text)."""
+        new = self.logprobs[self._logprobs_taken :]
+        self._logprobs_taken = len(self.logprobs)
+        return new
 
     def run(self) -> str:
         """Generate to the end; the text."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from edge_runtime.errors import RequestError
 
 MAX_STOP_STRINGS = 4  # as OpenAI
 MAX_STOP_CHARS = 256
+MAX_TOP_LOGPROBS = 20  # as OpenAI
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class SamplingParams:
     ignore_eos: bool = False  # keep going past end-of-sequence tokens (benchmarks)
     presence_penalty: float = 0.0  # -2..2, OpenAI semantics
     frequency_penalty: float = 0.0  # -2..2, OpenAI semantics
-    logprobs: bool = field(default=False, repr=False)  # reserved
+    logprobs: bool = False  # record each chosen token's log-probability (the raw model distribution)
+    top_logprobs: int = 0  # with logprobs: also the n most likely tokens at each position (0..20)
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, want: str) -> RequestError:
@@ -59,6 +61,11 @@ class SamplingParams:
             raise bad("top_p", self.top_p, "a number in (0, 1]")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
             raise bad("top_k", self.top_k, "an integer >= 0 (0 = off)")
+        if isinstance(self.top_logprobs, bool) or not isinstance(self.top_logprobs, int) or not (
+                0 <= self.top_logprobs <= MAX_TOP_LOGPROBS):
+            raise bad("top_logprobs", self.top_logprobs, f"an integer in [0, {MAX_TOP_LOGPROBS}]")
+        if self.top_logprobs and not self.logprobs:
+            raise bad("top_logprobs", self.top_logprobs, "0 unless logprobs is true")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise bad("seed", self.seed, "an integer or null")
         stop = self.stop
@@ -162,3 +169,29 @@ def stop_prefix_len(text: str, stops: Sequence[str]) -> int:
                 best = n
                 break
     return best
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A chosen token's log-probability under the model, and the most likely alternatives."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (token, logprob), most likely first
+
+
+def token_logprob(logits: np.ndarray, token: int, top_n: int = 0) -> TokenLogprob:
+    """log softmax(logits)[token] (float64), and the `top_n` most likely tokens.
+
+    These are the raw model's probabilities, before temperature, penalties or a grammar
+    mask: summed over a sequence they give its log-likelihood under the variant.
+    """
+    x = np.asarray(logits, dtype=np.float64)  # [V]
+    m = float(x.max())
+    lse = m + math.log(float(np.exp(x - m).sum()))
+    top: tuple[tuple[int, float], ...] = ()
+    if top_n:
+        idx = np.argpartition(-x, top_n - 1)[:top_n]
+        idx = idx[np.argsort(-x[idx], kind="stable")]
+        top = tuple((int(i), float(x[i] - lse)) for i in idx)
+    return TokenLogprob(int(token), float(x[token] - lse), top)

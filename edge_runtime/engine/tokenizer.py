@@ -1,10 +1,10 @@
 """Text in and out: the bundle's `tokenizer.json` (the `tokenizers` package alone) and its chat template.
 
 `Tokenizer.from_bundle` loads what the exporter saved; `encode`/`decode` are the usual
-pair; `render_chat` turns OpenAI-style messages into a prompt through the model's own
-Jinja chat template (rendered in a sandbox, as transformers does), and `StreamDecoder`
-turns a growing list of token ids into text deltas without splitting a multi-byte
-character across two deltas.
+pair; `render_chat` turns OpenAI-style messages (and tools) into a prompt through the
+model's own Jinja chat template, rendered as transformers' `apply_chat_template` renders
+it, and `StreamDecoder` turns a growing list of token ids into text deltas without
+splitting a multi-byte character across two deltas (the tokenizers library's `DecodeStream`).
 
 A bundle without a chat template still serves chat requests through `FALLBACK_TEMPLATE`
 (one "role: content" line per message, then "assistant:"), with one warning at load.
@@ -75,8 +75,13 @@ class Tokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
-    def render_chat(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    def render_chat(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True,
+                    tools: Sequence[dict[str, Any]] | None = None) -> str:
         """The prompt for `messages` ([{"role", "content"}, ...]) through the chat template.
+
+        Rendered as transformers' `apply_chat_template` renders it: the same Jinja
+        environment (`_compile`), `tools` (OpenAI tool objects, as given) and
+        `add_generation_prompt` passed through, and the special tokens the bundle defines.
 
         Raises:
             RequestError: a message is malformed or the template refuses it.
@@ -84,21 +89,23 @@ class Tokenizer:
         msgs = [_check_message(m, i) for i, m in enumerate(messages)]
         if not msgs:
             raise RequestError("messages must hold at least one message")
-        special = {"bos_token": self._special(self.bos_token_id), "eos_token": self._special(
-            min(self.eos_token_ids) if self.eos_token_ids else None)}
+        special = {name: self._special(i) for name, i in (
+            ("bos_token", self.bos_token_id), ("eos_token", min(self.eos_token_ids) if self.eos_token_ids else None))
+            if i is not None}
         try:
-            return self._template.render(messages=msgs, add_generation_prompt=add_generation_prompt, **special)
+            return self._template.render(messages=msgs, tools=list(tools) if tools is not None else None,
+                                         documents=None, add_generation_prompt=add_generation_prompt, **special)
         except RequestError:
             raise
         except Exception as e:  # jinja2 raises TemplateError subclasses, templates raise anything
             raise RequestError(f"the chat template cannot render these messages ({type(e).__name__}: {e})") from e
 
-    def encode_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+    def encode_chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
         """Token ids of the rendered chat prompt (the template writes the special tokens itself)."""
-        return self.encode(self.render_chat(messages), add_special_tokens=False)
+        return self.encode(self.render_chat(messages, tools=tools), add_special_tokens=False)
 
-    def _special(self, token_id: int | None) -> str:
-        return (self.tokenizer.id_to_token(token_id) or "") if token_id is not None else ""
+    def _special(self, token_id: int) -> str:
+        return self.tokenizer.id_to_token(token_id) or ""
 
     def stream_decoder(self, prompt_ids: Sequence[int] = ()) -> StreamDecoder:
         return StreamDecoder(self, prompt_ids)
@@ -123,14 +130,44 @@ def _check_message(m: Any, i: int) -> dict[str, Any]:
 
 
 def _compile(source: str) -> Any:
-    from jinja2 import TemplateError
+    """The template compiled in transformers' chat-template environment (`_cached_compile_jinja_template`).
+
+    A sandbox that cannot mutate its inputs, `trim_blocks` and `lstrip_blocks`, the loop
+    controls extension (`break`, `continue`), a `{% generation %}` block that renders its body,
+    `tojson` that keeps non-ASCII text (json.dumps, not Jinja's HTML-escaping filter),
+    `strftime_now`, `raise_exception` and a `dict` constructor.
+    """
+    import json
+    from datetime import datetime
+
+    import jinja2.ext
+    from jinja2 import TemplateError, nodes
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Generation(jinja2.ext.Extension):  # transformers tracks assistant spans here; rendering is the body
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> nodes.Node:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+        def _body(self, caller: Any) -> str:
+            return caller()
 
     def raise_exception(message: str) -> None:
         raise RequestError(f"the chat template refused the messages: {message}")
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    def tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
+               sort_keys: bool = False) -> str:
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[Generation, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda format: datetime.now().strftime(format)
+    env.globals["dict"] = dict
     try:
         return env.from_string(source)
     except TemplateError as e:
@@ -138,38 +175,31 @@ def _compile(source: str) -> Any:
 
 
 class StreamDecoder:
-    """Text deltas for a growing token sequence.
+    """Text deltas for a growing token sequence: the tokenizers library's own `DecodeStream`.
 
-    Decoding token by token breaks characters made of several byte tokens and loses the
-    spaces some tokenizers attach to the next token, so each delta is the decoded text of
-    a short window of recent tokens minus what that window decoded to before; a delta
-    ending in U+FFFD (an incomplete character) is held back until the next token completes it.
+    It holds back a token that ends inside a multi-byte character until the character is
+    complete, and decodes each token in the context of the ones before it (so a leading
+    space some decoders attach to a token is kept); the last prompt tokens seed that context.
     """
 
     def __init__(self, tokenizer: Tokenizer, prompt_ids: Sequence[int] = ()) -> None:
+        from tokenizers.decoders import DecodeStream
+
         self.tok = tokenizer
-        self.ids: list[int] = list(prompt_ids[-4:])  # a little context for the first delta
-        self.prefix = 0  # start of the window
-        self.read = len(self.ids)  # tokens already turned into text
+        self._stream = DecodeStream(ids=list(prompt_ids[-4:]), skip_special_tokens=True)
+        self._held: list[int] = []  # tokens pushed since the last text (an incomplete character)
 
     def push(self, token_id: int) -> str:
         """Add one token; the new text it completes (maybe "")."""
-        self.ids.append(token_id)
-        before = self.tok.decode(self.ids[self.prefix : self.read])
-        now = self.tok.decode(self.ids[self.prefix :])
-        if len(now) > len(before) and not now.endswith("\ufffd"):
-            delta = now[len(before) :]
-            self.prefix, self.read = self.read, len(self.ids)
-            if self.prefix > 64:  # keep the list short on long generations
-                drop = self.prefix
-                self.ids = self.ids[drop:]
-                self.prefix, self.read = self.prefix - drop, self.read - drop
-            return delta
-        return ""
+        text = self._stream.step(self.tok.tokenizer, int(token_id))
+        if text is None:
+            self._held.append(int(token_id))
+            return ""
+        self._held.clear()
+        return text
 
     def flush(self) -> str:
-        """Whatever is still held back (an incomplete character at the very end)."""
-        before = self.tok.decode(self.ids[self.prefix : self.read])
-        now = self.tok.decode(self.ids[self.prefix :])
-        self.prefix = self.read = len(self.ids)
-        return now[len(before) :] if len(now) > len(before) else ""
+        """Whatever is still held back (an incomplete character at the very end, as U+FFFD)."""
+        text = self.tok.decode(self._held) if self._held else ""
+        self._held.clear()
+        return text

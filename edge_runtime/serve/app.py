@@ -43,7 +43,7 @@ from edge_runtime.errors import (
 )
 from edge_runtime.request import Event, Handle
 from edge_runtime.runtime import Runtime, RuntimeConfig
-from edge_runtime.serve import schemas
+from edge_runtime.serve import schemas, structured
 from edge_runtime.serve.http import (
     HTTP_TYPES,
     BodyLimit,
@@ -225,15 +225,20 @@ def _openai_routes(app: FastAPI, state: State, guarded: list[Any]) -> None:
                 raise RequestError(f"prompt: one prompt per request is supported, got {len(prompt)}")
             prompt = prompt[0]
         source = {"prompt_ids": prompt} if isinstance(prompt, list) else {"prompt": prompt}
-        return await _serve(rt, config, body, source, body.max_tokens, chat=False)
+        lp = {"logprobs": True, "top_logprobs": body.logprobs} if body.logprobs is not None else {}
+        return await _serve(rt, config, body, {**source, **lp}, body.max_tokens, chat=False)
 
     @app.post("/v1/chat/completions", response_model=schemas.ChatCompletionResponse, tags=["openai"],
               dependencies=guarded, responses={200: OK_COMPLETION, **common})
     async def chat_completions(body: schemas.ChatCompletionRequest) -> Response:
         rt = state.ready()
         messages = [m.model_dump(exclude_none=False) for m in body.messages]
-        return await _serve(rt, config, body, {"messages": messages}, body.max_completion_tokens or body.max_tokens,
-                            chat=True)
+        plan = structured.plan_chat(body)
+        constraint = await run_in_threadpool(plan.constraint, rt.grammars)
+        source = {"messages": messages, "tools": list(plan.tools) if plan.tools else None, "constraint": constraint,
+                  "logprobs": body.logprobs, "top_logprobs": body.top_logprobs}
+        return await _serve(rt, config, body, source, body.max_completion_tokens or body.max_tokens,
+                            chat=True, plan=plan)
 
 
 def _model_list(rt: Runtime, config: ServerConfig) -> dict[str, Any]:
@@ -252,7 +257,7 @@ def _model_list(rt: Runtime, config: ServerConfig) -> dict[str, Any]:
 
 
 async def _serve(rt: Runtime, config: ServerConfig, body: Any, source: dict[str, Any], max_tokens: int | None,
-                 chat: bool) -> Response:
+                 chat: bool, plan: structured.Plan | None = None) -> Response:
     """Submit one request and answer it: JSON at the end, or server-sent events as it goes."""
     variant = _resolve_model(rt, config, body.model)
     loop = asyncio.get_running_loop()
@@ -280,7 +285,8 @@ async def _serve(rt: Runtime, config: ServerConfig, body: Any, source: dict[str,
                "X-Request-Id": handle.id}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(rt, handle, events, first, created, chat, include_usage),
+        return StreamingResponse(_sse(rt, handle, events, first, created, chat, include_usage, plan,
+                                      _wants_logprobs(body)),
                                  media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
     try:
         ev = first
@@ -293,31 +299,56 @@ async def _serve(rt: Runtime, config: ServerConfig, body: Any, source: dict[str,
         assert ev.error is not None
         raise ev.error
     assert ev.result is not None
-    return JSONResponse(schemas.completion_body(ev.result, handle.id, created, chat), headers=headers)
+    body_out = schemas.completion_body(ev.result, handle.id, created, chat)
+    choice = body_out["choices"][0]
+    if chat and plan is not None:
+        choice["message"], choice["finish_reason"] = structured.read_answer(ev.result.text, choice["finish_reason"],
+                                                                            plan)
+    if _wants_logprobs(body):
+        choice["logprobs"] = _logprobs(rt, chat, ev.result.logprobs)
+    return JSONResponse(body_out, headers=headers)
+
+
+def _wants_logprobs(body: Any) -> bool:
+    return bool(body.logprobs) if isinstance(body, schemas.ChatCompletionRequest) else body.logprobs is not None
+
+
+def _logprobs(rt: Runtime, chat: bool, lps: Any, offset: int = 0) -> dict[str, Any]:
+    if chat:
+        return structured.chat_logprobs(lps, rt.grammars.token_bytes)
+    return structured.completion_logprobs(lps, rt.grammars.token_bytes, offset)
 
 
 async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first: Event, created: int,
-               chat: bool, include_usage: bool) -> AsyncIterator[bytes]:
+               chat: bool, include_usage: bool, plan: structured.Plan | None = None,
+               want_logprobs: bool = False) -> AsyncIterator[bytes]:
+    """Server-sent events. With tools, text that is (or may still become) a tool call is held
+    back and sent at the end as OpenAI's tool-call deltas (name first, then the arguments)."""
     kind = "chat.completion.chunk" if chat else "text_completion"
     base = {"id": handle.id, "object": kind, "created": created, "model": first.variant}
     extra = {"usage": None} if include_usage else {}
+    tool_mode = plan.tool_mode if plan is not None else "none"
+    held, offset = "", 0  # text held back while it may be a tool call; completions' text offset
 
-    def chunk(text: str | None, finish: str | None, role: bool = False, **more: Any) -> bytes:
+    def chunk(delta: dict[str, Any] | str, finish: str | None, lps: Any = None, **more: Any) -> bytes:
+        logprobs = _logprobs(rt, chat, lps, offset) if want_logprobs and lps is not None else None
         if chat:
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else (
-                {"content": text} if text is not None else {})
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
         else:
-            choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+            choice = {"index": 0, "text": delta, "finish_reason": finish, "logprobs": logprobs}
         return schemas.sse({**base, "choices": [choice], **extra, **more})
 
     try:
         if chat:
-            yield chunk(None, None, role=True)
+            yield chunk({"role": "assistant", "content": ""}, None)
         while True:
             ev = await events.get()
             if ev.kind == "text":
-                yield chunk(ev.text, None)
+                if tool_mode == "call" or (tool_mode == "auto" and (held + ev.text).startswith("<")):
+                    held += ev.text  # a tool call: sent whole at the end
+                    continue
+                yield chunk({"content": ev.text} if chat else ev.text, None, ev.logprobs)
+                offset += len(ev.text)
             elif ev.kind == "error":
                 assert ev.error is not None
                 err = edge_error_response(ev.error)
@@ -326,7 +357,12 @@ async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first:
             elif ev.kind == "done":
                 r = ev.result
                 assert r is not None
-                yield chunk(None, schemas.finish_reason(r), edge=schemas.edge(r), timings=schemas.timings(r))
+                finish = schemas.finish_reason(r)
+                if held and plan is not None:
+                    message, finish = structured.read_answer(held, finish, plan)
+                    for delta in _tool_call_deltas(message):
+                        yield chunk(delta, None)
+                yield chunk({} if chat else "", finish, edge=schemas.edge(r), timings=schemas.timings(r))
                 if include_usage:
                     yield schemas.sse({**base, "choices": [], "usage": schemas.usage(r)})
                 break
@@ -334,6 +370,18 @@ async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first:
     finally:
         if not handle.done():  # the client went away: stop generating
             rt.cancel(handle)
+
+
+def _tool_call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """OpenAI's streamed form of a finished message: per call, its id and name, then its arguments."""
+    if not message.get("tool_calls"):
+        return [{"content": message["content"]}]
+    out: list[dict[str, Any]] = []
+    for i, c in enumerate(message["tool_calls"]):
+        out.append({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
+                                    "function": {"name": c["function"]["name"], "arguments": ""}}]})
+        out.append({"tool_calls": [{"index": i, "function": {"arguments": c["function"]["arguments"]}}]})
+    return out
 
 
 def _auto_names(rt: Runtime, config: ServerConfig) -> list[str]:

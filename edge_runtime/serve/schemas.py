@@ -3,8 +3,9 @@
 Validation is strict (a string is not a number, `true` is not an integer), so a wrong
 type is a 400 with the field's name rather than a silent coercion. Fields an OpenAI
 client may send but this server does not act on (`user`, `logit_bias`, ...) are
-accepted and ignored; the ones whose meaning it cannot honour (`n` > 1, `echo`,
-`logprobs`) are refused.
+accepted and ignored; the ones whose meaning it cannot honour (`n` > 1, `echo`) are
+refused. `response_format`, `tools` / `tool_choice` and `logprobs` / `top_logprobs` are
+honoured (see `edge_runtime.serve.structured`).
 
 Extensions to OpenAI's request bodies (all optional): `top_k`, `priority` (higher is
 served first), `deadline_s` (seconds from arrival by which generation must start),
@@ -59,7 +60,8 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str] | list[int] = Field(..., description="a string, a one-string list, or token ids")
     max_tokens: int | None = Field(None, ge=1, description="default: the server's --default-max-tokens")
     echo: Literal[False] = False
-    logprobs: None = None
+    logprobs: int | None = Field(None, ge=0, le=5, description="log-probabilities of the chosen tokens and "
+                                 "this many alternatives per position")
     best_of: int | None = Field(None, ge=1, le=1)
     suffix: None = None
 
@@ -70,11 +72,50 @@ class ChatMessage(_Strict):
     content: str | list[dict[str, Any]] | None = None
 
 
+class JsonSchemaFormat(_Strict):
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+    name: str = Field(..., min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="the JSON schema the answer follows")
+    strict: bool | None = None  # the output always follows the schema, strict or not
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class FunctionDefinition(_Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$", description="letters, digits, _ and -, at most 64")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="a JSON schema for the arguments object")
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens")
-    logprobs: Literal[False] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # at most one call per answer either way
 
 
 # ---------------------------------------------------------------------------- responses
@@ -116,7 +157,7 @@ class CompletionChoice(BaseModel):
     index: int = 0
     text: str
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -132,14 +173,15 @@ class CompletionResponse(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletionResponse(BaseModel):
