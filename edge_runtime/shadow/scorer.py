@@ -109,6 +109,7 @@ class ShadowScorer:
         self.capture = capture
         self.scored = 0
         self._backlog: deque[_Job] = deque()
+        self._active = False  # a job is running
         self._rng = random.Random(config.seed)
 
     @classmethod
@@ -136,6 +137,11 @@ class ShadowScorer:
         """True while served requests wait to be shadow-scored."""
         return bool(self._backlog)
 
+    @property
+    def idle(self) -> bool:
+        """True when nothing waits and nothing runs (tests and benchmarks wait for it)."""
+        return not self._backlog and not self._active
+
     def offer(self, served: Served) -> None:
         """Consider one finished request for shadow scoring (cheap: a draw and an append)."""
         chosen = self._rng.random() < self.config.sample
@@ -157,6 +163,7 @@ class ShadowScorer:
         """Shadow-score the oldest waiting request; False if live traffic (`busy()`) preempted it."""
         job = self._backlog.popleft()
         t0 = time.perf_counter()
+        self._active = True
         try:
             done = self._run(job, busy)
         except VariantError as e:
@@ -164,6 +171,7 @@ class ShadowScorer:
             self.metrics.jobs.labels("failed").inc()
             return True
         finally:
+            self._active = False
             self.metrics.busy.inc(time.perf_counter() - t0)
         if not done:
             job.preempted += 1
