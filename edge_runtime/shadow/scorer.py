@@ -231,12 +231,12 @@ class ShadowScorer:
                 self.drift.record(self.dense, own)
         elif own:
             self.drift.record(self.dense, own)
-        self.scored += 1
-        self.metrics.jobs.labels("scored").inc()
         if self.capture is not None and self.capture.active:
             case = regression_case(job, self.tokenizer, dense[1], s.variant, scores)
             if case is not None and self.capture.add(case):
                 self.metrics.captured.inc()
+        self.metrics.jobs.labels("scored").inc()
+        self.scored += 1  # last: a caller that waits on it sees the capture written
 
     def _fence(self, variant: str, why: str) -> None:
         self.pool.fence(self.manifest.index(variant), why)
