@@ -60,8 +60,6 @@ from edge_runtime.shadow.scorer import Served, ShadowScorer
 
 log = logging.getLogger(__name__)
 
-SHADOW_POLL_S = 0.5  # while shadow work waits on a busy queue or a low battery, look again this often
-
 
 @dataclass
 class _Job:
@@ -149,9 +147,8 @@ class Runtime:
                 policy = StaticPolicy(first)
         if signals is None:
             signals = StaticSource() if config.signals == "static" else SOURCES[config.signals]()
-        shadow = None
-        if config.shadow.enabled:  # a bad redaction pattern is refused here, before the worker starts
-            shadow = ShadowScorer.open(config.shadow, root, manifest, tokenizer, pool, metrics.registry)
+        shadow = ShadowScorer.open(config.shadow, root, manifest, tokenizer, pool, metrics.registry) \
+            if config.shadow.enabled else None  # a bad redaction pattern is refused here, before the worker starts
         rt = cls(root, manifest, tokenizer, pool, policy, signals, config, metrics, shadow)
         try:
             rt._preload()
@@ -265,8 +262,7 @@ class Runtime:
         rid = f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         handle = Handle(rid, sink, stream)
         now = time.monotonic()
-        job = _Job(rid, ids, params, pinned, float(difficulty), budget, now, handle, prompt,
-                   list(messages) if messages is not None else None)
+        job = _Job(rid, ids, params, pinned, float(difficulty), budget, now, handle, prompt, messages)
         try:
             handle.entry = self.queue.put(job, priority=priority, deadline=now + budget)
         except (Overloaded, Unavailable) as e:
@@ -358,7 +354,7 @@ class Runtime:
             if self.queue.depth == 0 and shadow.may_run(self._read_signals()):
                 shadow.run_one(busy=lambda: self.queue.depth > 0 or self._closed)
                 continue
-            entry = self.queue.get(timeout=SHADOW_POLL_S)  # busy or on a low battery: look again later
+            entry = self.queue.get(timeout=shadow.POLL_S)  # busy or on a low battery: look again later
             if entry is not None or self.queue.closed:
                 return entry
 

@@ -95,6 +95,8 @@ def read_floors(bundle_dir: Path) -> dict[str, float]:
 class ShadowScorer:
     """Shadow scoring for one runtime (see the module docstring). Build it with `ShadowScorer.open`."""
 
+    POLL_S = 0.5  # while work waits on a busy queue or a low battery, the worker looks again this often
+
     def __init__(self, config: ShadowConfig, manifest: Manifest, tokenizer: Tokenizer, pool: VariantPool,
                  floors: dict[str, float], registry: CollectorRegistry, capture: Capture | None) -> None:
         self.config = config
@@ -156,8 +158,8 @@ class ShadowScorer:
         self.metrics.jobs.labels("queued").inc()
 
     def may_run(self, device: DeviceState) -> bool:
-        """Shadow work is allowed on mains, or on battery above `min_battery`."""
-        return device.plugged_in or device.battery_level >= self.config.min_battery
+        """Shadow work is allowed on mains, or on battery above `min_battery`, and never while throttled."""
+        return (device.plugged_in or device.battery_level >= self.config.min_battery) and not device.throttled
 
     def run_one(self, busy: Callable[[], bool]) -> bool:
         """Shadow-score the oldest waiting request; False if live traffic (`busy()`) preempted it."""

@@ -121,3 +121,17 @@ def test_a_redaction_pattern_that_does_not_compile_is_refused_at_start(tiny_bund
         load_redactions(bad)
     with pytest.raises(ShadowError, match=r"'\[unclosed' does not compile .*; fix or remove it"):
         Runtime.open(tiny_bundle, threads=1, shadow=ShadowConfig(enabled=True, redact=bad))
+
+
+def test_edge_serve_refuses_a_bad_redaction_pattern_before_binding(tiny_bundle, tmp_path, capsys, monkeypatch):
+    from edge_runtime.serve import cli
+
+    bad = tmp_path / "redact.txt"
+    bad.write_text("(open\n")
+    monkeypatch.setenv("EDGE_SHADOW_SAMPLE", "0.25")
+    args = cli.build_parser().parse_args(["--bundle", str(tiny_bundle), "--shadow", "--capture-dir", str(tmp_path)])
+    shadow = cli.config_from_args(args).runtime.shadow
+    assert shadow.enabled and shadow.sample == 0.25 and shadow.capture_dir == tmp_path
+    assert cli.main(["--bundle", str(tiny_bundle), "--shadow", "--redact", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edge-serve: error: ") and "redaction pattern '(open' does not compile" in err

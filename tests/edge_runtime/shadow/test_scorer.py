@@ -116,8 +116,11 @@ def test_shadow_work_only_when_idle_and_on_power(bundle_copy, monkeypatch):
     try:
         rt.generate("Once upon a time", variant="dense-int8", max_tokens=8)
         assert rt.shadow.pending and rt.shadow.scored == 0  # on a low battery, shadow work waits
+        rt.signals = StaticSource(DeviceState(battery_level=0.2, plugged_in=True, throttled=True))
+        rt.generate("Once upon a time", variant="dense-int8", max_tokens=8)
+        assert rt.shadow.scored == 0  # nor while the device throttles
         rt.signals = StaticSource(DeviceState(battery_level=0.2, plugged_in=True))
-        wait_scored(rt, 1)
+        wait_scored(rt, 2)
         assert seen and all(depth == 0 and running is None for depth, running in seen)
     finally:
         rt.close(grace_s=5)
