@@ -22,6 +22,7 @@ from typing import Any
 
 from edge_runtime.control.signals import SOURCES
 from edge_runtime.errors import EdgeError
+from edge_runtime.shadow.config import ShadowConfig
 
 
 def typename(tp: Any) -> str:
@@ -127,6 +128,7 @@ class RuntimeConfig:
     signals: str = "auto"  # auto | psutil | sysfs | static, when no SignalSource object is passed
     spin: bool = False  # onnxruntime threads busy-wait between passes: a little faster on an idle
     # machine, up to 2x slower where other processes share the cores (measured on 2 busy cores)
+    shadow: ShadowConfig = ShadowConfig()  # shadow scoring, drift and capture (edge_runtime.shadow); off by default
 
     def __post_init__(self) -> None:
         for name in ("max_queue", "default_max_tokens", "prefill_chunk"):

@@ -69,3 +69,7 @@ class Unavailable(EdgeError):
 
 class DeadlineExceeded(EdgeError):
     """A request's deadline passed before it could start."""
+
+
+class ShadowError(EdgeError):
+    """Shadow scoring or capture is misconfigured (e.g. a redaction pattern that does not compile)."""

@@ -57,6 +57,7 @@ from edge_runtime.errors import (
 from edge_runtime.metrics import Metrics
 from edge_runtime.queue import RequestQueue
 from edge_runtime.request import Event, Handle, Intake, Result
+from edge_runtime.shadow.scorer import Served, ShadowScorer
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,16 @@ class _Job:
     submitted: float  # monotonic
     handle: Handle
     constraint: Constraint | None = None  # the grammar the output must follow
+    prompt: str | None = None  # the request's own text, kept for shadow scoring
+    messages: Sequence[dict[str, Any]] | None = None
 
 
 class Runtime:
     """A bundle opened for serving. Build it with `Runtime.open`; close it (or use `with`)."""
 
     def __init__(self, bundle_dir: Path, manifest: Manifest, tokenizer: Tokenizer, pool: VariantPool,
-                 policy: Policy, signals: SignalSource, config: RuntimeConfig, metrics: Metrics) -> None:
+                 policy: Policy, signals: SignalSource, config: RuntimeConfig, metrics: Metrics,
+                 shadow: ShadowScorer | None = None) -> None:
         self.bundle_dir = bundle_dir
         self.manifest = manifest
         self.tokenizer = tokenizer
@@ -87,6 +91,7 @@ class Runtime:
         self.signals = signals
         self.config = config
         self.metrics = metrics
+        self.shadow = shadow  # idle-time scoring against the dense variant (edge_runtime.shadow), or None
         self.latency = LatencyTracker()
         self.context_length = manifest.model.context_length
         self.max_prompt_tokens = min(config.max_prompt_tokens or self.context_length - 1, self.context_length - 1)
@@ -145,7 +150,9 @@ class Runtime:
                 policy = StaticPolicy(first)
         if signals is None:
             signals = StaticSource() if config.signals == "static" else SOURCES[config.signals]()
-        rt = cls(root, manifest, tokenizer, pool, policy, signals, config, metrics)
+        shadow = ShadowScorer.open(config.shadow, root, manifest, tokenizer, pool, metrics.registry) \
+            if config.shadow.enabled else None  # a bad redaction pattern is refused here, before the worker starts
+        rt = cls(root, manifest, tokenizer, pool, policy, signals, config, metrics, shadow)
         try:
             rt._preload()
         except BaseException:
@@ -202,6 +209,7 @@ class Runtime:
             "running": self._running.id if self._running else None,
             "recent_ms_per_token": self.latency.value,
             "signals": device.__dict__,
+            "shadow": self.shadow.status() if self.shadow is not None else None,
             "memory_used_mb": round(self.pool.used_mb, 1),
             "memory_budget_mb": self.config.memory_budget_mb,
             "variants": [
@@ -261,7 +269,7 @@ class Runtime:
         rid = f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         handle = Handle(rid, sink, stream)
         now = time.monotonic()
-        job = _Job(rid, ids, params, pinned, float(difficulty), budget, now, handle, constraint)
+        job = _Job(rid, ids, params, pinned, float(difficulty), budget, now, handle, constraint, prompt, messages)
         try:
             handle.entry = self.queue.put(job, priority=priority, deadline=now + budget)
         except (Overloaded, Unavailable) as e:
@@ -344,9 +352,22 @@ class Runtime:
     def _retry_after(self, depth: int) -> float:
         return (depth + 1) * self._service_s
 
+    def _next(self) -> Any:
+        """The next live request; while none waits, shadow work runs when the scorer has some and may."""
+        while True:
+            shadow = self.shadow
+            if shadow is None or not shadow.pending or self._closed:
+                return self.queue.get()
+            if self.queue.depth == 0 and shadow.may_run(self._read_signals()):
+                shadow.run_one(busy=lambda: self.queue.depth > 0 or self._closed)
+                continue
+            entry = self.queue.get(timeout=shadow.POLL_S)  # busy or on a low battery: look again later
+            if entry is not None or self.queue.closed:
+                return entry
+
     def _work(self) -> None:
         while True:
-            entry = self.queue.get()
+            entry = self._next()
             if entry is None:
                 return
             job: _Job = entry.item
@@ -429,6 +450,9 @@ class Runtime:
                         observation=observation.describe(obs) if obs is not None else {})
         self._account(result)
         job.handle.emit(Event("done", variant=name, reason=reason, result=result))
+        if self.shadow is not None and result.finish_reason in ("stop", "length"):
+            self.shadow.offer(Served(name, job.prompt_ids, job.params, result.text, result.token_ids, job.prompt,
+                                     job.messages))
 
     def _account(self, r: Result) -> None:
         t, m = r.timings, self.metrics

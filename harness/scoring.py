@@ -15,11 +15,9 @@ session (harness.evaluate) and the tests' fake models both implement.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
-import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +26,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from edge_runtime.errors import EvalError
+from edge_runtime.shadow.checks import json_object, list_items, normalize
 from harness.suite import SLICES, Case
 
 log = logging.getLogger(__name__)
@@ -187,13 +186,6 @@ def score_choice(model: LanguageModel, tokenizer: Tokenizer, fmt: PromptFormat, 
 # --------------------------------------------------------------------------- generation checks
 
 
-def normalize(text: str) -> str:
-    """Case-folded, NFKC, whitespace collapsed, surrounding punctuation and quotes removed."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = " ".join(text.split())
-    return text.strip(" .,;:!?\"'`*()[]«»¡¿“”‘’")
-
-
 def check_exact(case: Case, text: str) -> tuple[bool, bool | None]:
     """The normalized output equals one of the accepted answers."""
     ok = normalize(text) in {normalize(a) for a in case.answer}  # type: ignore[union-attr]
@@ -206,25 +198,14 @@ def check_regex(case: Case, text: str) -> tuple[bool, bool | None]:
     return ok, (ok if "format" in case.tags else None)
 
 
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```", re.S)
-
-
-def _strip_fence(text: str) -> str:
-    m = _FENCE.match(text.strip())
-    return m.group(1).strip() if m else text.strip()
-
-
 def check_json(case: Case, text: str) -> tuple[bool, bool | None]:
     """Format: the output (inside an optional code fence) parses as one JSON object.
 
     Correct: it is valid, has every key in `keys`, and every `expect` value (strings
     compared after `normalize`).
     """
-    try:
-        obj = json.loads(_strip_fence(text))
-    except json.JSONDecodeError:
-        return False, False
-    if not isinstance(obj, dict):
+    obj = json_object(text)
+    if obj is None:
         return False, False
     ok = all(k in obj for k in case.keys)
     for k, want in case.expect.items():
@@ -232,20 +213,6 @@ def check_json(case: Case, text: str) -> tuple[bool, bool | None]:
         same = normalize(got) == normalize(want) if isinstance(got, str) and isinstance(want, str) else got == want
         ok = ok and same
     return ok, True
-
-
-_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.*\S)\s*$")
-
-
-def list_items(text: str, style: str) -> list[str]:
-    """Items of a list answer: bulleted or numbered lines (or all lines if none is), or comma-separated."""
-    if style == "comma":
-        line = next((ln for ln in text.strip().splitlines() if ln.strip()), "")
-        parts = re.split(r",\s*(?:and\s+|y\s+|et\s+|und\s+|na\s+)?|\s+(?:and|y|et|und|na)\s+", line.strip().rstrip("."))
-        return [p.strip() for p in parts if p.strip()]
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    marked = [m.group(1) for m in map(_BULLET.match, lines) if m]
-    return marked if marked else [ln.strip() for ln in lines]
 
 
 def check_list(case: Case, text: str) -> tuple[bool, bool | None]:

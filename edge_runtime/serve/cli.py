@@ -15,12 +15,15 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from edge_runtime.bundle import Manifest, check_files, read_manifest
 from edge_runtime.control.signals import SOURCES
 from edge_runtime.errors import EdgeError, VariantError
 from edge_runtime.runtime import RuntimeConfig
 from edge_runtime.serve.app import ServerConfig, State, create_app
+from edge_runtime.shadow.capture import load_redactions
+from edge_runtime.shadow.config import ShadowConfig
 
 log = logging.getLogger("edge_runtime.serve")
 
@@ -91,11 +94,53 @@ def build_parser() -> argparse.ArgumentParser:
              "does nothing else, much slower when other processes share the cores [EDGE_SPIN]")
     add("--allow-ungated", action="store_true", default=_bool_env("ALLOW_UNGATED"),
         help="also serve variants whose evaluation gate failed (logged loudly) [EDGE_ALLOW_UNGATED]")
+    _shadow_flags(ap)
     add("--grace-s", type=float, default=_env("GRACE_S", "30.0"),
         help="on SIGTERM, seconds accepted requests may take to finish [EDGE_GRACE_S]")
     add("--log-level", choices=["debug", "info", "warning", "error"], default=_env("LOG_LEVEL", "info"),
         help="log verbosity [EDGE_LOG_LEVEL]")
     return ap
+
+
+def _shadow_flags(ap: argparse.ArgumentParser) -> None:
+    """Shadow scoring, drift and capture (edge_runtime.shadow; docs/runtime.md, "Shadow scoring")."""
+    g = ap.add_argument_group("shadow scoring (idle-time evaluation against the dense variant; off by default)")
+    add, d = g.add_argument, ShadowConfig()
+    add("--shadow", action="store_true", default=_bool_env("SHADOW"),
+        help="re-run a share of served requests on the dense variant when the device is idle, and publish "
+             "per-variant drift on /metrics and /status [EDGE_SHADOW]")
+    add("--shadow-sample", type=float, default=_env("SHADOW_SAMPLE", str(d.sample)),
+        help="share of served requests shadow-scored, 0-1 [EDGE_SHADOW_SAMPLE]")
+    add("--shadow-all-non-dense", action="store_true", default=_bool_env("SHADOW_ALL_NON_DENSE"),
+        help="also shadow-score every request a non-dense variant served [EDGE_SHADOW_ALL_NON_DENSE]")
+    add("--shadow-min-battery", type=float, default=_env("SHADOW_MIN_BATTERY", str(d.min_battery)),
+        help="on battery, shadow work only above this charge, 0-1 (on mains: always) [EDGE_SHADOW_MIN_BATTERY]")
+    add("--shadow-window", type=int, default=_env("SHADOW_WINDOW", str(d.window)),
+        help="rolling window of shadow scores per variant and dimension [EDGE_SHADOW_WINDOW]")
+    add("--shadow-agreement-floor", type=float, default=_env("SHADOW_AGREEMENT_FLOOR", str(d.agreement_floor)),
+        help="token F1 with the dense answer below which a variant is reported as drifting "
+             "[EDGE_SHADOW_AGREEMENT_FLOOR]")
+    add("--shadow-fence", action="store_true", default=_bool_env("SHADOW_FENCE"),
+        help="fence a variant whose own shadow score falls below a floor [EDGE_SHADOW_FENCE]")
+    add("--capture-dir", default=_env("CAPTURE_DIR", None),
+        help="opt-in: write shadow-scored requests as evaluation cases (suite JSON Lines) to DIR/captured.jsonl; "
+             "prompts stay on this device (default: no capture) [EDGE_CAPTURE_DIR]")
+    add("--capture-max-bytes", type=int, default=_env("CAPTURE_MAX_BYTES", str(d.capture_max_bytes)),
+        help="the capture file's size at most; the oldest cases leave first [EDGE_CAPTURE_MAX_BYTES]")
+    add("--capture-max-age-s", type=float, default=_env("CAPTURE_MAX_AGE_S", str(d.capture_max_age_s)),
+        help="captured cases older than this are dropped [EDGE_CAPTURE_MAX_AGE_S]")
+    add("--redact", default=_env("REDACT", None),
+        help="file of regular expressions, one a line, whose matches become [REDACTED] before anything is "
+             "captured; a pattern that does not compile stops the server at start [EDGE_REDACT]")
+
+
+def _shadow_config(args: argparse.Namespace) -> ShadowConfig:
+    return ShadowConfig(
+        enabled=args.shadow, sample=args.shadow_sample, all_non_dense=args.shadow_all_non_dense,
+        min_battery=args.shadow_min_battery, window=args.shadow_window, agreement_floor=args.shadow_agreement_floor,
+        fence=args.shadow_fence, capture_dir=Path(args.capture_dir) if args.capture_dir else None,
+        capture_max_bytes=args.capture_max_bytes, capture_max_age_s=args.capture_max_age_s,
+        redact=Path(args.redact) if args.redact else None)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -108,7 +153,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         memory_budget_mb=args.memory_budget_mb, max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens,
         default_max_tokens=args.default_max_tokens, default_deadline_s=args.deadline_s,
         allow_ungated=args.allow_ungated, preload=preload, prefill_chunk=args.prefill_chunk, signals=args.signals,
-        spin=args.spin)
+        spin=args.spin, shadow=_shadow_config(args))
     return ServerConfig(bundle=args.bundle, host=args.host, port=args.port, api_key=args.api_key or None,
                         alias=args.alias, max_body_bytes=args.max_body_bytes, grace_s=args.grace_s,
                         log_level=args.log_level, runtime=rc)
@@ -123,6 +168,8 @@ def check_bundle(config: ServerConfig) -> Manifest:
     if not config.runtime.allow_ungated and all(v.gate.status == "fail" for v in manifest.variants):
         raise VariantError(f"every variant of {config.bundle!r} failed its evaluation gate; run edge-eval again "
                            "or pass --allow-ungated")
+    if config.runtime.shadow.redact is not None:  # refused before a port is bound, with the pattern named
+        load_redactions(config.runtime.shadow.redact)
     if config.runtime.preload not in ("none", "first", "all"):
         for name in config.runtime.preload:
             manifest.variant(name)
