@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from edge_runtime.errors import EdgeError
-from export.load import DEFAULT_MODEL
+from edge_runtime.extras import add_version, require
+
+DEFAULT_MODEL = "smollm2-135m"  # export.load's name for the embedded model (import-free here: the extra may be missing)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: all cores)")
     ap.add_argument("--no-cost", action="store_true", help="skip the per-variant cost probe (costs stay null)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_version(ap)
     return ap
 
 
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("transformers", "accelerate", "onnxruntime", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
+        require("export", "edge-export")
         from export import recipe as R
         from export.pipeline import ExportOptions, check_output_dir, export_bundle
         from export.prune import prune_configs

@@ -95,6 +95,10 @@ class VariantPool:
                 self.excluded[i] = f"needs about {est:.0f} MiB, over the memory budget of {memory_budget_mb:.0f} MiB"
         for i, why in self.excluded.items():
             log.warning("variant %r will not be served: %s", manifest.variants[i].name, why)
+        pending = [v.name for i, v in enumerate(manifest.variants) if v.gate.status == "pending" and i not in self.excluded]
+        if pending:  # one line for them all: a bundle fresh from edge-export has no gate yet
+            log.warning("serving variants that were never evaluated (no quality gate): %s; run "
+                        "edge-eval --bundle %s to score and gate them", ", ".join(pending), self.root)
         if len(self.excluded) == len(manifest.variants):
             raise BundleError(
                 f"no variant of {str(self.root)!r} may be served: "

@@ -19,6 +19,7 @@ import sys
 from edge_runtime.bundle import Manifest, check_files, read_manifest
 from edge_runtime.control.signals import SOURCES
 from edge_runtime.errors import EdgeError, VariantError
+from edge_runtime.extras import add_version
 from edge_runtime.runtime import RuntimeConfig
 from edge_runtime.serve.app import ServerConfig, State, create_app
 
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, seconds accepted requests may take to finish [EDGE_GRACE_S]")
     add("--log-level", choices=["debug", "info", "warning", "error"], default=_env("LOG_LEVEL", "info"),
         help="log verbosity [EDGE_LOG_LEVEL]")
+    add_version(ap)
     return ap
 
 
