@@ -25,6 +25,7 @@ from edge_runtime import bundle as B
 from edge_runtime.engine.probe import measure_in_subprocess
 from edge_runtime.engine.session import VariantSession, perplexity
 from edge_runtime.errors import EdgeError, ExportError
+from export import genai
 from export.calibrate import DenseStats, collect_stats
 from export.corpus import calibration_windows
 from export.load import LoadedModel, load_model
@@ -121,6 +122,8 @@ def export_bundle(
                 stats = None  # the remaining variants calibrate sequentially: free the shared statistics
             release_memory()
         manifest = _manifest(lm, dense_info, variants, recipe, calib is not None, shared)
+        for record in manifest.variants:  # each variant opens in onnxruntime-genai as well
+            record.extra["genai"] = genai.write(tmp, manifest.model, record)
         B.write_manifest(tmp, manifest)
     seconds = time.perf_counter() - t_start
     log.info("exported %d variants to %s in %.0f s", len(variants), out, seconds)
