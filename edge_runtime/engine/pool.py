@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.bundle import Manifest, Variant
+from edge_runtime.engine.providers import resolve as resolve_providers
 from edge_runtime.engine.session import Decoder, VariantSession
 from edge_runtime.errors import BundleError, VariantError
 from edge_runtime.metrics import Metrics
@@ -72,6 +73,7 @@ class VariantPool:
         self.manifest = manifest
         self.threads = threads
         self.providers = providers
+        resolve_providers(providers)  # an unknown provider fails the open, not the first request
         self.budget_mb = memory_budget_mb
         self.prefill_chunk = prefill_chunk
         self.spin = spin

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edge_runtime.engine.providers import resolve as resolve_providers
 from edge_runtime.errors import VariantError
 
 log = logging.getLogger(__name__)
@@ -28,15 +29,6 @@ PRESENT = "present.{}.{}"
 def default_threads() -> int:
     """Intra-op threads: the cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def providers_available(wanted: list[str] | None = None) -> list[str]:
-    """`wanted` filtered to what this onnxruntime build offers; CPU always last."""
-    have = ort.get_available_providers()
-    if wanted is None:
-        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    chosen = [p for p in wanted if p in have and p != "CPUExecutionProvider"]
-    return chosen + ["CPUExecutionProvider"]
 
 
 @dataclass(frozen=True)
@@ -53,8 +45,8 @@ class VariantSession:
     Args:
         path: the ONNX file.
         threads: intra-op threads (default: all cores this process may use).
-        providers: execution providers in order of preference (default: CUDA when
-            available, else CPU).
+        providers: execution provider entries in order of preference, with options
+            (`edge_runtime.engine.providers`; default: CUDA when available, else CPU).
         storage: the manifest's `storage` of the variant ("dense" skips the masked-weight check).
         spin: let idle intra-op threads spin (None: onnxruntime's default, which spins).
     """
@@ -73,11 +65,12 @@ class VariantSession:
             # Spinning worker threads answer the next forward pass a little sooner on an idle
             # machine, but burn the time slices other processes need on a shared one.
             so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        wanted, options = resolve_providers(providers)  # a bad name is the caller's error, not the file's
         try:
             # The manifest's `storage` says whether the graph is masked; only then is the
             # `onnx` package needed (and it stays optional on the device: see _expand_masked).
             model, files = (str(self.path), {}) if storage == "dense" else _expand_masked(self.path, so)
-            self.session = ort.InferenceSession(model, so, providers=providers_available(providers))
+            self.session = ort.InferenceSession(model, so, providers=wanted, provider_options=options)
             del model, files  # onnxruntime copied what it needs while creating the session
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise VariantError(
@@ -96,7 +89,9 @@ class VariantSession:
             self.kv.append(KVSpec(kv_heads=shape[1], head_dim=shape[3]))
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.vocab = int(self.session.get_outputs()[0].shape[-1])
-        self.providers = self.session.get_providers()
+        self.providers = self.session.get_providers()  # what onnxruntime actually took, preferred first
+        if self.providers[0] != wanted[0]:  # e.g. CUDA listed but its libraries failed to load
+            log.warning("%s: asked for %s, onnxruntime runs it on %s", self.path, wanted[0], self.providers[0])
 
     @property
     def num_layers(self) -> int:
