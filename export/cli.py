@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from edge_runtime.errors import EdgeError
@@ -28,6 +29,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new bundle is complete)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: all cores)")
     ap.add_argument("--no-cost", action="store_true", help="skip the per-variant cost probe (costs stay null)")
+    ap.add_argument("--dtype", choices=["float32", "float16"], default=None,
+                    help="graph float type of every variant, overriding the recipe's: float16 for GPUs "
+                    "(default: each variant's recipe dtype, float32 unless set)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_version(ap)
     return ap
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         from export.prune import prune_configs
 
         recipe = R.load(args.recipe)  # validate everything before loading the model
+        if args.dtype:
+            recipe = replace(recipe, variants=tuple(replace(v, dtype=args.dtype) for v in recipe.variants))
         prune_configs(recipe)
         check_output_dir(args.out, args.force)
         result = export_bundle(

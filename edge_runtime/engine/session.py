@@ -88,6 +88,8 @@ class VariantSession:
                 raise VariantError(f"{str(self.path)!r}: KV cache input has no static head shape {shape}")
             self.kv.append(KVSpec(kv_heads=shape[1], head_dim=shape[3]))
         self.output_names = [o.name for o in self.session.get_outputs()]
+        past0 = names.get(PAST.format(0, "key"))
+        self.kv_dtype = _NP_TYPES.get(past0.type, np.float32) if past0 is not None else np.float32  # float16 graphs
         self.vocab = int(self.session.get_outputs()[0].shape[-1])
         self.providers = self.session.get_providers()  # what onnxruntime actually took, preferred first
         if self.providers[0] != wanted[0]:  # e.g. CUDA listed but its libraries failed to load
@@ -99,9 +101,7 @@ class VariantSession:
 
     def empty_cache(self, batch: int = 1) -> list[np.ndarray]:
         """Past tensors with past = 0, in graph order (key, value per layer)."""
-        return [
-            np.zeros((batch, spec.kv_heads, 0, spec.head_dim), np.float32) for spec in self.kv for _ in range(2)
-        ]
+        return [np.zeros((batch, spec.kv_heads, 0, spec.head_dim), self.kv_dtype) for spec in self.kv for _ in range(2)]
 
     def forward(
         self, input_ids: np.ndarray, past: list[np.ndarray] | None = None, attention_mask: np.ndarray | None = None
@@ -233,7 +233,7 @@ class Decoder:
             last = io.get_outputs()[0].numpy()[0, -1].copy() if start + chunk.shape[1] >= n else None
         self._bind_step()
         assert last is not None
-        return last
+        return last.astype(np.float32, copy=False)  # sampling in float32 whatever the graph's type
 
     def _bind_step(self) -> None:
         io = self._io
@@ -248,7 +248,8 @@ class Decoder:
         self.length += 1
         self._bind_mask(self.length)
         self._run()
-        return self._row[0, 0]
+        row = self._row[0, 0]
+        return row if row.dtype == np.float32 else row.astype(np.float32)  # float16 graphs: sample in float32
 
     def _run(self) -> None:
         try:
@@ -302,16 +303,18 @@ def _expand_masked(path: Path, so: ort.SessionOptions) -> tuple[str | bytes, dic
     shapes = {w: tuple(int(x) for x in numpy_helper.to_array(inits[nodes[f"{w}/expand/ReshapeOut"].input[1]]))
               for w in weights}
     sizes = [int(np.prod(shapes[w])) for w in weights]
-    blob = np.empty(sum(sizes), np.float32)  # the in-memory "file" of expanded weights
+    elem = inits[f"{weights[0]}.values"].data_type if weights else onnx.TensorProto.FLOAT  # float16 graphs too
+    blob = np.empty(sum(sizes), onnx.helper.tensor_dtype_to_np_dtype(elem))  # the in-memory "file" of expanded weights
     placeholders, offset = [], 0
     for w, size in zip(weights, sizes, strict=True):
         mask = np.unpackbits(array(f"{w}.bitmask"), bitorder="little", count=size).astype(bool)
         dense = blob[offset : offset + size]
         dense[:] = 0.0
         dense[mask] = array(f"{w}.values")[1:]  # values[0] is the padding zero
-        t = onnx.TensorProto(name=w, data_type=onnx.TensorProto.FLOAT, dims=shapes[w])
+        t = onnx.TensorProto(name=w, data_type=elem, dims=shapes[w])
         t.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", _EXPANDED), ("offset", str(4 * offset)), ("length", str(4 * size))):
+        item = blob.itemsize
+        for key, value in (("location", _EXPANDED), ("offset", str(item * offset)), ("length", str(item * size))):
             t.external_data.add(key=key, value=value)
         placeholders.append(t)
         offset += size
