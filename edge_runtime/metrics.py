@@ -19,6 +19,8 @@ process, as in the tests, do not collide); `edge-serve` publishes it at `/metric
 | `edge_variant_failures_total` | counter | variant |
 | `edge_variant_loaded`, `edge_variant_fenced` | gauge | variant |
 | `edge_signal_battery_level`, `edge_signal_plugged_in`, `edge_signal_temperature_celsius`, `edge_signal_throttled`, `edge_signal_cpu_load`, `edge_recent_ms_per_token` | gauge | |
+| `edge_energy_joules_total` | counter | variant (only where the board reports power: edge_runtime.control.power) |
+| `edge_signal_power_watts` | gauge | (NaN where no power source exists) |
 | `edge_http_requests_total` | counter | route, status (edge-serve only) |
 """
 
@@ -74,6 +76,9 @@ class Metrics:
         self.throttled = Gauge(f"{p}_signal_throttled", "1 while throttled", registry=r)
         self.cpu_load = Gauge(f"{p}_signal_cpu_load", "CPU utilisation 0-1", registry=r)
         self.recent_latency = Gauge(f"{p}_recent_ms_per_token", "Recent decode latency (EWMA)", registry=r)
+        self.energy = Counter(f"{p}_energy_joules", "Measured energy of finished requests", ["variant"], registry=r)
+        self.power = Gauge(f"{p}_signal_power_watts", "Measured board power (NaN: no source)", registry=r)
+        self.power.set(float("nan"))
         self.http = Counter(f"{p}_http_requests", "HTTP requests answered", ["route", "status"], registry=r)
 
     def signals(self, s: DeviceState) -> None:
@@ -82,6 +87,8 @@ class Metrics:
         self.temperature.set(s.temperature_c)
         self.throttled.set(float(s.throttled))
         self.cpu_load.set(s.cpu_load)
+        if s.power_w is not None:
+            self.power.set(s.power_w)
 
     def export(self) -> bytes:
         """The text exposition format."""

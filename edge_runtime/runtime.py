@@ -39,6 +39,7 @@ from edge_runtime.config import RuntimeConfig
 from edge_runtime.control import observation
 from edge_runtime.control.observation import DeviceState, RequestState
 from edge_runtime.control.policy import Decision, Policy, StaticPolicy, load_policy, valid_choice
+from edge_runtime.control.power import EnergyMeter, auto_meter
 from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
 from edge_runtime.engine.generate import Generation, Timings
 from edge_runtime.engine.grammar import Constraint, Grammars
@@ -93,6 +94,7 @@ class Runtime:
         self.metrics = metrics
         self.shadow = shadow  # idle-time scoring against the dense variant (edge_runtime.shadow), or None
         self.latency = LatencyTracker()
+        self.power: EnergyMeter | None = None  # set by `open`
         self.context_length = manifest.model.context_length
         self.max_prompt_tokens = min(config.max_prompt_tokens or self.context_length - 1, self.context_length - 1)
         self.intake = Intake(tokenizer, manifest.model.vocab_size, self.context_length, self.max_prompt_tokens,
@@ -111,7 +113,7 @@ class Runtime:
     @classmethod
     def open(cls, bundle_dir: str | os.PathLike[str], config: RuntimeConfig | None = None, *,
              policy: Policy | None = None, signals: SignalSource | None = None, manifest: Manifest | None = None,
-             **overrides: Any) -> Runtime:
+             power: EnergyMeter | None | str = "auto", **overrides: Any) -> Runtime:
         """Validate the bundle, load the tokenizer and the preloaded variants, start the worker.
 
         Args:
@@ -123,6 +125,8 @@ class Runtime:
             signals: a `SignalSource` (default: `config.signals`).
             manifest: the bundle's manifest when the caller has already read and checked it
                 (`edge-serve` does, before binding its port); else it is read and checked here.
+            power: an `EnergyMeter` for each request's measured joules, None for none, or "auto":
+                the board's own power source where one exists (`edge_runtime.control.power`).
 
         Raises:
             BundleError: unknown format, missing file, malformed manifest, or no variant that may
@@ -153,6 +157,7 @@ class Runtime:
         shadow = ShadowScorer.open(config.shadow, root, manifest, tokenizer, pool, metrics.registry) \
             if config.shadow.enabled else None  # a bad redaction pattern is refused here, before the worker starts
         rt = cls(root, manifest, tokenizer, pool, policy, signals, config, metrics, shadow)
+        rt.power = auto_meter() if power == "auto" else power  # type: ignore[assignment]
         try:
             rt._preload()
         except BaseException:
@@ -400,6 +405,9 @@ class Runtime:
         self.metrics.queue_wait.observe(t.queue_s)
         t0 = time.perf_counter()
         device = self._read_signals()
+        joules0 = self.power.sample() if self.power else None
+        if self.power and self.power.power_w is not None:
+            device = replace(device, power_w=self.power.power_w)
         self.metrics.signals(device)
         self.metrics.recent_latency.set(self.latency.value)
         obs: np.ndarray | None = None
@@ -445,6 +453,8 @@ class Runtime:
                 reason = f"retry: {name} failed; was {reason}"
                 t = Timings(queue_s=t.queue_s, decide_s=t.decide_s, load_s=t.load_s)
         t.total_s = time.monotonic() - job.submitted
+        if joules0 is not None and self.power and (joules1 := self.power.sample()) is not None:
+            t.energy_j = joules1 - joules0
         result = Result(job.id, gen.text, gen.token_ids, gen.finish_reason or "stop", name, reason, t,
                         source=source, cold_start=t.load_s > 0, retried_from=retried_from, logprobs=gen.logprobs,
                         observation=observation.describe(obs) if obs is not None else {})
@@ -461,6 +471,8 @@ class Runtime:
         m.completion_tokens.labels(r.variant).inc(t.completion_tokens)
         m.duration.labels(r.variant).observe(t.total_s)
         m.prefill.observe(t.prefill_s)
+        if t.energy_j is not None:
+            m.energy.labels(r.variant).inc(max(t.energy_j, 0.0))
         if t.decode_steps:
             m.per_token.labels(r.variant).observe(t.decode_s / t.decode_steps)
             self.latency.update(t.decode_ms_per_token)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from edge_runtime.errors import EdgeError
-from export.load import DEFAULT_MODEL
+from edge_runtime.extras import add_version, require
+
+DEFAULT_MODEL = "smollm2-135m"  # export.load's name for the embedded model (import-free here: the extra may be missing)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,7 +29,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new bundle is complete)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: all cores)")
     ap.add_argument("--no-cost", action="store_true", help="skip the per-variant cost probe (costs stay null)")
+    ap.add_argument("--dtype", choices=["float32", "float16"], default=None,
+                    help="graph float type of every variant, overriding the recipe's: float16 for GPUs "
+                    "(default: each variant's recipe dtype, float32 unless set)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_version(ap)
     return ap
 
 
@@ -36,11 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("transformers", "accelerate", "onnxruntime", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
+        require("export", "edge-export")
         from export import recipe as R
         from export.pipeline import ExportOptions, check_output_dir, export_bundle
         from export.prune import prune_configs
 
         recipe = R.load(args.recipe)  # validate everything before loading the model
+        if args.dtype:
+            recipe = replace(recipe, variants=tuple(replace(v, dtype=args.dtype) for v in recipe.variants))
         prune_configs(recipe)
         check_output_dir(args.out, args.force)
         result = export_bundle(

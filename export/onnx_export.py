@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 OPSET = 23
 MS_DOMAIN = "com.microsoft"
 EXTERNAL_DATA_SUFFIX = ".data"
+FLOAT_TYPES = {"float32": (np.float32, TensorProto.FLOAT), "float16": (np.float16, TensorProto.FLOAT16)}
 
 
 class SparseStorage(enum.Enum):
@@ -81,15 +82,22 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 class _Graph:
-    """Nodes, initializers and value infos, with stable names."""
+    """Nodes, initializers and value infos, with stable names.
 
-    def __init__(self, storage: SparseStorage) -> None:
+    `float_type` is the graph's floating-point type: every float32 array stored through
+    `init` is cast to it, so weights, norms, rotary tables and masked values agree.
+    """
+
+    def __init__(self, storage: SparseStorage, float_type: type = np.float32) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.storage = storage
+        self.float_type = float_type
         self._consts: dict[tuple[str, bytes], str] = {}
 
     def init(self, name: str, array: np.ndarray) -> str:
+        if array.dtype == np.float32 and self.float_type is not np.float32:
+            array = array.astype(self.float_type)
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
@@ -193,6 +201,7 @@ def build(
     storage: SparseStorage = SparseStorage.DENSE,
     max_positions: int | None = None,
     untie_lm_head: bool = False,
+    dtype: str = "float32",
 ) -> onnx.ModelProto:
     """The ONNX graph of `model` (a transformers Llama/Mistral/Qwen2 causal LM, maybe pruned).
 
@@ -202,7 +211,12 @@ def build(
         max_positions: rotary table length (default: the model's context length).
         untie_lm_head: give the lm_head its own transposed weight so that weight-only
             quantization can reach it (a tied head is read through FusedMatMul).
+        dtype: "float32", or "float16" for GPUs: weights, activations, the KV cache and the
+            logits in half precision. onnxruntime's fused norms and GroupQueryAttention
+            accumulate in float32 inside their kernels, so norms and softmax keep their range.
     """
+    if dtype not in FLOAT_TYPES:
+        raise ExportError(f"unknown graph dtype {dtype!r}; use one of {sorted(FLOAT_TYPES)}")
     cfg = model.config
     arch = (getattr(cfg, "architectures", None) or [type(model).__name__])[0]
     if arch not in SUPPORTED:
@@ -210,9 +224,10 @@ def build(
     info = describe(model)
     max_positions = min(max_positions or info.max_positions, info.max_positions)
     hd = info.head_dim
-    g = _Graph(storage)
+    _check_fp16_range(model, dtype)
+    g = _Graph(storage, FLOAT_TYPES[dtype][0])
     inner = model.model
-    inputs, outputs = _io(info)
+    inputs, outputs = _io(info, FLOAT_TYPES[dtype][1])
     seqlens, total = _mask_lengths(g)
     cos, sin = _rope_tables(model, max_positions, hd)
     rope = (g.init("model.rotary.cos_cache", cos), g.init("model.rotary.sin_cache", sin))
@@ -242,22 +257,34 @@ def build(
     return _model_proto(g, inputs, outputs, arch, storage)
 
 
-def _io(info: GraphInfo) -> tuple[list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
-    """The graph inputs and outputs, with onnxruntime-genai's names."""
+def _check_fp16_range(model: Any, dtype: str) -> None:
+    """Refuse a float16 export whose weights do not fit float16 (they would become inf)."""
+    if dtype != "float16":
+        return
+    limit = float(np.finfo(np.float16).max)
+    for name, p in model.named_parameters():
+        peak = float(p.detach().abs().max())
+        if not peak < limit:
+            raise ExportError(f"cannot export in float16: weight {name!r} reaches {peak:.3g}, beyond float16's "
+                              f"{limit:.0f}; export this model with dtype float32")
+
+
+def _io(info: GraphInfo, elem: int = TensorProto.FLOAT) -> tuple[list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
+    """The graph inputs and outputs, with onnxruntime-genai's names; `elem`: the float type."""
     B, S, T, P = "batch_size", "sequence_length", "total_sequence_length", "past_sequence_length"
     hd = info.head_dim
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, [B, S]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [B, T]),
     ]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [B, S, info.vocab])]
+    outputs = [helper.make_tensor_value_info("logits", elem, [B, S, info.vocab])]
     for i, shape in enumerate(info.layers):
         for kind in ("key", "value"):
             inputs.append(
-                helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", TensorProto.FLOAT, [B, shape.kv_heads, P, hd])
+                helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", elem, [B, shape.kv_heads, P, hd])
             )
             outputs.append(
-                helper.make_tensor_value_info(f"present.{i}.{kind}", TensorProto.FLOAT, [B, shape.kv_heads, T, hd])
+                helper.make_tensor_value_info(f"present.{i}.{kind}", elem, [B, shape.kv_heads, T, hd])
             )
     return inputs, outputs
 

@@ -25,6 +25,7 @@ from edge_runtime import bundle as B
 from edge_runtime.engine.probe import measure_in_subprocess
 from edge_runtime.engine.session import VariantSession, perplexity
 from edge_runtime.errors import EdgeError, ExportError
+from export import genai
 from export.calibrate import DenseStats, collect_stats
 from export.corpus import calibration_windows
 from export.load import LoadedModel, load_model
@@ -121,6 +122,8 @@ def export_bundle(
                 stats = None  # the remaining variants calibrate sequentially: free the shared statistics
             release_memory()
         manifest = _manifest(lm, dense_info, variants, recipe, calib is not None, shared)
+        for record in manifest.variants:  # each variant opens in onnxruntime-genai as well
+            record.extra["genai"] = genai.write(tmp, manifest.model, record)
         B.write_manifest(tmp, manifest)
     seconds = time.perf_counter() - t_start
     log.info("exported %d variants to %s in %.0f s", len(variants), out, seconds)
@@ -239,17 +242,17 @@ def _export_variant(
     bar.set_postfix_str(f"{v.name}: onnx")
     if v.quantization == "none":
         storage = SparseStorage.MASKED if v.pruned and not v.structured else SparseStorage.DENSE
-        proto = build(model, storage)
+        proto = build(model, storage, dtype=v.dtype)
     else:
         storage = SparseStorage.DENSE
-        proto = quantize(build(model, SparseStorage.DENSE, untie_lm_head=True), v.quantization)
+        proto = quantize(build(model, SparseStorage.DENSE, untie_lm_head=True, dtype=v.dtype), v.quantization)
     size = save(proto, path)
     del proto
     step("onnx_s")
     bar.set_postfix_str(f"{v.name}: check")
     parity = verify(path, model, threads=options.threads)
     step("check_s")
-    if v.quantization == "none" and max(parity.prefill_max_abs, parity.decode_max_abs) > PARITY_LIMIT:
+    if v.quantization == "none" and v.dtype == "float32" and max(parity.prefill_max_abs, parity.decode_max_abs) > PARITY_LIMIT:
         raise ExportError(
             f"variant {v.name!r}: ONNX and torch disagree (max abs logit difference "
             f"{max(parity.prefill_max_abs, parity.decode_max_abs):.3g} > {PARITY_LIMIT}); this is an exporter bug"
@@ -285,6 +288,7 @@ def _export_variant(
             "level": v.sparsity,
             "pruner": v.method,
             "storage": storage.value,
+            "dtype": v.dtype,  # the graph's float type (weights, activations, KV cache, logits)
             "options": dict(v.options),
             "layers": layers,  # [heads, kv_heads, intermediate] per decoder layer
             "steps": steps,  # seconds per export step

@@ -37,6 +37,7 @@ from export.quantize import SCHEMES
 RECIPES = Path(__file__).parent / "recipes"
 METHODS = ("dense", "magnitude", "wanda", "sparsegpt", "structured")
 PATTERNS = ("2:4",)
+DTYPES = ("float32", "float16")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
@@ -51,6 +52,7 @@ class VariantRecipe:
     quantization: str = "none"
     parent: str | None = None  # fp32 variant this one quantizes
     options: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"  # graph float type: float32 (CPUs), float16 (GPUs: half the bytes, tensor cores)
 
     @property
     def pruned(self) -> bool:
@@ -177,6 +179,9 @@ def _variant(v: dict[str, Any], where: str, earlier: dict[str, VariantRecipe]) -
     quant = v.get("quantization", "none")
     if quant != "none" and quant not in SCHEMES:
         raise RecipeError(f"{where}: unknown quantization {quant!r}; known: none, {', '.join(sorted(SCHEMES))}")
+    dtype = v.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise RecipeError(f"{where}: unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
     parent = v.get("parent")
     options = v.get("options", {})
     if parent is not None:
@@ -189,7 +194,7 @@ def _variant(v: dict[str, Any], where: str, earlier: dict[str, VariantRecipe]) -
             raise RecipeError(f"{where}: a variant with a parent is a quantized copy: set quantization")
         if set(v) & {"method", "sparsity", "pattern", "options"}:
             raise RecipeError(f"{where}: a quantized copy inherits method and sparsity from {parent!r}; drop them")
-        return VariantRecipe(name, base.method, base.sparsity, base.pattern, quant, parent, base.options)
+        return VariantRecipe(name, base.method, base.sparsity, base.pattern, quant, parent, base.options, dtype)
     method = v.get("method")
     if method not in METHODS:
         raise RecipeError(f"{where}: unknown method {method!r}; known: {', '.join(METHODS)}")
@@ -212,4 +217,4 @@ def _variant(v: dict[str, Any], where: str, earlier: dict[str, VariantRecipe]) -
             raise RecipeError(f"{where}: method {method!r} needs a sparsity level in (0, 1)")
         if not 0.0 < sparsity < 1.0:
             raise RecipeError(f"{where}: sparsity must be in (0, 1), got {sparsity}")
-    return VariantRecipe(name, method, sparsity, pattern, quant, None, options)
+    return VariantRecipe(name, method, sparsity, pattern, quant, None, options, dtype)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edge_runtime.bundle import read_manifest
 from edge_runtime.errors import EdgeError, EvalError
+from edge_runtime.extras import add_version, require
 from harness.evaluate import (
     FLOORS_FILE,
     REPORT_DIR,
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(not with --set-floors)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_version(p)
     return p
 
 
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="edge-eval: %(levelname)s: %(message)s")
     try:
+        require("eval", "edge-eval")
         return run(args)
     except EdgeError as e:
         print(f"edge-eval: error: {e}", file=sys.stderr)

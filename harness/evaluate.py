@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
-from tqdm import tqdm
 
 from edge_runtime.bundle import Gate, Manifest, Quality, Variant, read_manifest, write_manifest
 from edge_runtime.errors import BundleError, EdgeError, EvalError, VariantError
@@ -47,6 +46,13 @@ log = logging.getLogger(__name__)
 REPORT_DIR = "eval"  # default report folder inside the bundle
 FLOORS_FILE = "floors.toml"  # default floors file inside the bundle
 
+
+
+def _progress(*args: Any, **kwargs: Any) -> Any:
+    """A tqdm bar, imported here so that `edge-eval` without the [eval] extra reaches its one-line message."""
+    from tqdm import tqdm
+
+    return tqdm(*args, **kwargs)
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -261,10 +267,10 @@ def score_variant(
     fmt = PromptFormat(chat_template)
     cases = _limited(suite, config.limit)
     results = []
-    bar = tqdm(cases, desc=f"{name or 'variant'}: cases", disable=not config.progress, leave=False)
+    bar = _progress(cases, desc=f"{name or 'variant'}: cases", disable=not config.progress, leave=False)
     for case in bar:
         results.append(score_case(model, tok, fmt, case, config.choice_metric, stop))
-    bar = tqdm(total=len(windows), desc=f"{name or 'variant'}: perplexity", disable=not config.progress, leave=False)
+    bar = _progress(total=len(windows), desc=f"{name or 'variant'}: perplexity", disable=not config.progress, leave=False)
     with bar:
         ppl = perplexity(model, windows, bar.update)
     return summarize(results), ppl, tuple(results)
@@ -326,7 +332,7 @@ def evaluate_bundle(
     relative = ("ppl_retention", "latency", "size")
 
     raw: list[tuple[Variant, dict[str, float], float, tuple[CaseResult, ...], float, float]] = []
-    for v in tqdm(chosen.variants, desc="variants", disable=not config.progress):
+    for v in _progress(chosen.variants, desc="variants", disable=not config.progress):
         if v.name in done:
             ev = done[v.name]
             absolute = {k: x for k, x in ev.scores.items() if k not in relative}

@@ -53,6 +53,9 @@ class DeviceState:
     throttle_c: float = 80.0
     throttled: bool = False
     cpu_load: float = 0.0  # 0-1
+    # Measured board draw (W; None: no power source, edge_runtime.control.power). Not a feature
+    # of the vector (OBSERVATION_VERSION unchanged): it feeds /metrics and the energy accounting.
+    power_w: float | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class Timings:
     prompt_tokens: int = 0
     completion_tokens: int = 0  # tokens sampled, an end-of-sequence token included
     decode_steps: int = 0  # forward passes of one token
+    energy_j: float | None = None  # measured joules from pickup to finish (None: the board reports no power)
 
     @property
     def prefill_tokens_per_s(self) -> float:

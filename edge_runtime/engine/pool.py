@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.bundle import Manifest, Variant
+from edge_runtime.engine.providers import resolve as resolve_providers
 from edge_runtime.engine.session import Decoder, VariantSession
 from edge_runtime.errors import BundleError, VariantError
 from edge_runtime.metrics import Metrics
@@ -72,6 +73,7 @@ class VariantPool:
         self.manifest = manifest
         self.threads = threads
         self.providers = providers
+        resolve_providers(providers)  # an unknown provider fails the open, not the first request
         self.budget_mb = memory_budget_mb
         self.prefill_chunk = prefill_chunk
         self.spin = spin
@@ -95,6 +97,10 @@ class VariantPool:
                 self.excluded[i] = f"needs about {est:.0f} MiB, over the memory budget of {memory_budget_mb:.0f} MiB"
         for i, why in self.excluded.items():
             log.warning("variant %r will not be served: %s", manifest.variants[i].name, why)
+        pending = [v.name for i, v in enumerate(manifest.variants) if v.gate.status == "pending" and i not in self.excluded]
+        if pending:  # one line for them all: a bundle fresh from edge-export has no gate yet
+            log.warning("serving variants that were never evaluated (no quality gate): %s; run "
+                        "edge-eval --bundle %s to score and gate them", ", ".join(pending), self.root)
         if len(self.excluded) == len(manifest.variants):
             raise BundleError(
                 f"no variant of {str(self.root)!r} may be served: "

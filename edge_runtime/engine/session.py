@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edge_runtime.engine.providers import resolve as resolve_providers
 from edge_runtime.errors import VariantError
 
 log = logging.getLogger(__name__)
@@ -28,15 +29,6 @@ PRESENT = "present.{}.{}"
 def default_threads() -> int:
     """Intra-op threads: the cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def providers_available(wanted: list[str] | None = None) -> list[str]:
-    """`wanted` filtered to what this onnxruntime build offers; CPU always last."""
-    have = ort.get_available_providers()
-    if wanted is None:
-        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    chosen = [p for p in wanted if p in have and p != "CPUExecutionProvider"]
-    return chosen + ["CPUExecutionProvider"]
 
 
 @dataclass(frozen=True)
@@ -53,8 +45,8 @@ class VariantSession:
     Args:
         path: the ONNX file.
         threads: intra-op threads (default: all cores this process may use).
-        providers: execution providers in order of preference (default: CUDA when
-            available, else CPU).
+        providers: execution provider entries in order of preference, with options
+            (`edge_runtime.engine.providers`; default: CUDA when available, else CPU).
         storage: the manifest's `storage` of the variant ("dense" skips the masked-weight check).
         spin: let idle intra-op threads spin (None: onnxruntime's default, which spins).
     """
@@ -73,11 +65,12 @@ class VariantSession:
             # Spinning worker threads answer the next forward pass a little sooner on an idle
             # machine, but burn the time slices other processes need on a shared one.
             so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        wanted, options = resolve_providers(providers)  # a bad name is the caller's error, not the file's
         try:
             # The manifest's `storage` says whether the graph is masked; only then is the
             # `onnx` package needed (and it stays optional on the device: see _expand_masked).
             model, files = (str(self.path), {}) if storage == "dense" else _expand_masked(self.path, so)
-            self.session = ort.InferenceSession(model, so, providers=providers_available(providers))
+            self.session = ort.InferenceSession(model, so, providers=wanted, provider_options=options)
             del model, files  # onnxruntime copied what it needs while creating the session
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise VariantError(
@@ -95,8 +88,12 @@ class VariantSession:
                 raise VariantError(f"{str(self.path)!r}: KV cache input has no static head shape {shape}")
             self.kv.append(KVSpec(kv_heads=shape[1], head_dim=shape[3]))
         self.output_names = [o.name for o in self.session.get_outputs()]
+        past0 = names.get(PAST.format(0, "key"))
+        self.kv_dtype = _NP_TYPES.get(past0.type, np.float32) if past0 is not None else np.float32  # float16 graphs
         self.vocab = int(self.session.get_outputs()[0].shape[-1])
-        self.providers = self.session.get_providers()
+        self.providers = self.session.get_providers()  # what onnxruntime actually took, preferred first
+        if self.providers[0] != wanted[0]:  # e.g. CUDA listed but its libraries failed to load
+            log.warning("%s: asked for %s, onnxruntime runs it on %s", self.path, wanted[0], self.providers[0])
 
     @property
     def num_layers(self) -> int:
@@ -104,9 +101,7 @@ class VariantSession:
 
     def empty_cache(self, batch: int = 1) -> list[np.ndarray]:
         """Past tensors with past = 0, in graph order (key, value per layer)."""
-        return [
-            np.zeros((batch, spec.kv_heads, 0, spec.head_dim), np.float32) for spec in self.kv for _ in range(2)
-        ]
+        return [np.zeros((batch, spec.kv_heads, 0, spec.head_dim), self.kv_dtype) for spec in self.kv for _ in range(2)]
 
     def forward(
         self, input_ids: np.ndarray, past: list[np.ndarray] | None = None, attention_mask: np.ndarray | None = None
@@ -238,7 +233,7 @@ class Decoder:
             last = io.get_outputs()[0].numpy()[0, -1].copy() if start + chunk.shape[1] >= n else None
         self._bind_step()
         assert last is not None
-        return last
+        return last.astype(np.float32, copy=False)  # sampling in float32 whatever the graph's type
 
     def _bind_step(self) -> None:
         io = self._io
@@ -253,7 +248,8 @@ class Decoder:
         self.length += 1
         self._bind_mask(self.length)
         self._run()
-        return self._row[0, 0]
+        row = self._row[0, 0]
+        return row if row.dtype == np.float32 else row.astype(np.float32)  # float16 graphs: sample in float32
 
     def _run(self) -> None:
         try:
@@ -307,16 +303,18 @@ def _expand_masked(path: Path, so: ort.SessionOptions) -> tuple[str | bytes, dic
     shapes = {w: tuple(int(x) for x in numpy_helper.to_array(inits[nodes[f"{w}/expand/ReshapeOut"].input[1]]))
               for w in weights}
     sizes = [int(np.prod(shapes[w])) for w in weights]
-    blob = np.empty(sum(sizes), np.float32)  # the in-memory "file" of expanded weights
+    elem = inits[f"{weights[0]}.values"].data_type if weights else onnx.TensorProto.FLOAT  # float16 graphs too
+    blob = np.empty(sum(sizes), onnx.helper.tensor_dtype_to_np_dtype(elem))  # the in-memory "file" of expanded weights
     placeholders, offset = [], 0
     for w, size in zip(weights, sizes, strict=True):
         mask = np.unpackbits(array(f"{w}.bitmask"), bitorder="little", count=size).astype(bool)
         dense = blob[offset : offset + size]
         dense[:] = 0.0
         dense[mask] = array(f"{w}.values")[1:]  # values[0] is the padding zero
-        t = onnx.TensorProto(name=w, data_type=onnx.TensorProto.FLOAT, dims=shapes[w])
+        t = onnx.TensorProto(name=w, data_type=elem, dims=shapes[w])
         t.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", _EXPANDED), ("offset", str(4 * offset)), ("length", str(4 * size))):
+        item = blob.itemsize
+        for key, value in (("location", _EXPANDED), ("offset", str(item * offset)), ("length", str(item * size))):
             t.external_data.add(key=key, value=value)
         placeholders.append(t)
         offset += size

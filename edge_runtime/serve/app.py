@@ -252,6 +252,7 @@ def _model_list(rt: Runtime, config: ServerConfig) -> dict[str, Any]:
             "method": v.method, "sparsity": v.sparsity, "structured": v.structured,
             "quantization": v.quantization, "gate": v.gate.status, "gate_failed": list(v.gate.failed),
             "allowed": bool(allowed[i]), "loaded": i in rt.pool.loaded, "perplexity": v.quality.perplexity,
+            "providers": lo.session.providers if (lo := rt.pool.loaded.get(i)) else None,  # what ORT took
             "decode_ms_per_token": v.cost.decode_ms_per_token}})
     return {"object": "list", "data": data}
 

@@ -19,7 +19,10 @@ from pathlib import Path
 
 from edge_runtime.bundle import Manifest, check_files, read_manifest
 from edge_runtime.control.signals import SOURCES
+from edge_runtime.engine.providers import parse as parse_providers
+from edge_runtime.engine.providers import resolve as resolve_providers
 from edge_runtime.errors import EdgeError, VariantError
+from edge_runtime.extras import add_version
 from edge_runtime.runtime import RuntimeConfig
 from edge_runtime.serve.app import ServerConfig, State, create_app
 from edge_runtime.shadow.capture import load_redactions
@@ -67,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--threads", type=int, default=_env("THREADS", None),
         help="onnxruntime threads per forward pass (default: every core this process may use) [EDGE_THREADS]")
     add("--providers", default=_env("PROVIDERS", None),
-        help="comma-separated onnxruntime execution providers, preferred first (default: CUDA when present, then "
-             "CPU) [EDGE_PROVIDERS]")
+        help="comma-separated onnxruntime execution providers, preferred first, each with :key=value options, "
+             "e.g. tensorrt:trt_engine_cache_path=/var/cache/trt,cuda:device_id=0,cpu (short names: cpu, cuda, "
+             "tensorrt, rocm, openvino, coreml, dml, qnn; default: CUDA when present, then CPU) [EDGE_PROVIDERS]")
     add("--memory-budget-mb", type=float, default=_env("MEMORY_BUDGET_MB", None),
         help="estimated MiB of loaded variants at most; least recently used ones are unloaded (default: no limit) "
              "[EDGE_MEMORY_BUDGET_MB]")
@@ -99,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, seconds accepted requests may take to finish [EDGE_GRACE_S]")
     add("--log-level", choices=["debug", "info", "warning", "error"], default=_env("LOG_LEVEL", "info"),
         help="log verbosity [EDGE_LOG_LEVEL]")
+    add_version(ap)
     return ap
 
 
@@ -149,7 +154,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         preload = tuple(p.strip() for p in preload.split(",") if p.strip())
     rc = RuntimeConfig(
         threads=args.threads,
-        providers=tuple(p.strip() for p in args.providers.split(",")) if args.providers else None,
+        providers=parse_providers(args.providers),
         memory_budget_mb=args.memory_budget_mb, max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens,
         default_max_tokens=args.default_max_tokens, default_deadline_s=args.deadline_s,
         allow_ungated=args.allow_ungated, preload=preload, prefill_chunk=args.prefill_chunk, signals=args.signals,
@@ -163,6 +168,7 @@ def check_bundle(config: ServerConfig) -> Manifest:
     """Fail fast, before binding a port: the manifest, its files, and at least one servable variant.
 
     Returns the manifest, read once here and handed on to `Runtime.open`."""
+    resolve_providers(config.runtime.providers)  # one line listing the available ones, before anything loads
     manifest = read_manifest(config.bundle)
     check_files(config.bundle, manifest)
     if not config.runtime.allow_ungated and all(v.gate.status == "fail" for v in manifest.variants):

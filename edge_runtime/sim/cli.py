@@ -30,6 +30,7 @@ from edge_runtime.bundle import Manifest, read_manifest
 from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.control.policy import Policy, RulePolicy, StaticPolicy, load_policy
 from edge_runtime.errors import EdgeError, PolicyError, VariantError
+from edge_runtime.extras import add_version, require
 from edge_runtime.sim.oracle import LookaheadOracle
 from edge_runtime.sim.profile import load_profile
 from edge_runtime.sim.simulator import (
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, metavar="N",
                    help="with --runtime: replay the first N arrivals (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="with --runtime: onnxruntime threads")
+    add_version(p)
     return p
 
 
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge-sim: error: --limit must be >= 1, got {args.limit}", file=sys.stderr)
         return 2
     try:
+        if args.plot:
+            require("plot", "edge-sim --plot")  # before the run, not after it
         reward = RewardConfig.from_toml(args.reward) if args.reward else None
         if args.runtime:
             both = replay_through_runtime(args.bundle, args.profile, args.controller, args.seed, reward,

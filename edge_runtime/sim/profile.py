@@ -3,8 +3,10 @@
 A profile is a TOML file; the same file drives training (`controller.env`), `edge-sim` and
 the tests. `load_profile("laptop-battery")` finds a bundled profile by name,
 `load_profile("path/to/x.toml")` reads any file. Bundled profiles live in `profiles/` at the
-repository root; `EDGE_PROFILES` (a `os.pathsep`-separated list of directories) is searched
-first, then that folder, then `./profiles`.
+repository root, which the wheel ships as the package `edge_runtime.profiles` (pyproject's
+package-dir); `EDGE_PROFILES` (a `os.pathsep`-separated list of directories) is searched
+first, then the installed package (read through importlib.resources), then the source
+tree's `profiles/`, then `./profiles`.
 
 Every key but `name` has a default. Unknown keys, wrong types, negative durations and a
 missing trace file are `ProfileError`s that name the key. Keys added to the DESIGN.md
@@ -26,6 +28,7 @@ have a header with `arrival_s` and optionally `prompt_tokens`, `max_new_tokens`,
 from __future__ import annotations
 
 import csv
+import importlib.resources
 import json
 import os
 import typing
@@ -313,10 +316,26 @@ def read_trace(path: Path, duration_s: float, where: str) -> tuple[TraceRequest,
 # --------------------------------------------------------------------------- finding
 
 
+def _packaged_dirs() -> list[Path]:
+    """The installed `edge_runtime.profiles` package's folders (wheel or editable), else [].
+
+    The folder holds data only (no `__init__.py`), so importlib.resources sees a namespace
+    package; its entries are plain files on disk (pip installs wheels unzipped).
+    """
+    try:
+        root = importlib.resources.files("edge_runtime.profiles")
+    except ModuleNotFoundError:  # running from a source tree: edge_runtime/profiles does not exist
+        return []
+    return sorted({Path(str(e)).parent for e in root.iterdir() if e.name.endswith(".toml")})
+
+
 def profile_dirs() -> list[Path]:
     """Where bundled profile names are looked up, in order."""
     dirs = [Path(p) for p in os.environ.get(PROFILES_ENV, "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "profiles")
+    dirs += _packaged_dirs()
+    source_root = Path(__file__).resolve().parents[2]
+    if (source_root / "pyproject.toml").is_file():  # running from a checkout
+        dirs.append(source_root / "profiles")
     dirs.append(Path.cwd() / "profiles")
     seen, out = set(), []
     for d in dirs:

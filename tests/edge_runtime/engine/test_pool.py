@@ -36,6 +36,18 @@ def test_failed_gate_is_excluded_unless_ungated(bundle_copy, caplog):
     assert "RUNNING UNGATED" in caplog.text
 
 
+def test_never_evaluated_variants_get_one_warning_naming_them(bundle_copy, caplog):
+    m = edit(bundle_copy, fail_gate)  # dense stays pending (a fresh export), dense-int8 failed
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.engine.pool"):
+        VariantPool(bundle_copy, m, threads=1)
+    pending = [r.getMessage() for r in caplog.records if "never evaluated" in r.getMessage()]
+    assert len(pending) == 1 and "never evaluated (no quality gate): dense;" in pending[0]
+    caplog.clear()
+    m = edit(bundle_copy, lambda r: [v.update(gate={"status": "pass", "failed": []}) for v in r["variants"]])
+    VariantPool(bundle_copy, m, threads=1)
+    assert "never evaluated" not in caplog.text
+
+
 def test_nothing_servable_is_a_bundle_error(bundle_copy):
     m = edit(bundle_copy, lambda r: (fail_gate(r, 0), fail_gate(r, 1)))
     with pytest.raises(BundleError, match=r"no variant .* may be served: dense: failed its evaluation gate.*allow_ungated"):
