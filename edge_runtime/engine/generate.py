@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_runtime.engine.sampling import Sampler, SamplingParams, stop_prefix_len
 from edge_runtime.engine.session import Decoder
+from edge_runtime.engine.speculative import SpecStats, Speculator
 from edge_runtime.engine.tokenizer import Tokenizer
 
 FINISH_REASONS = ("stop", "length", "cancelled")
@@ -35,7 +36,9 @@ class Timings:
     total_s: float = 0.0  # submitted -> finished
     prompt_tokens: int = 0
     completion_tokens: int = 0  # tokens sampled, an end-of-sequence token included
-    decode_steps: int = 0  # forward passes of one token
+    decode_steps: int = 0  # tokens after the first (each one forward pass, unless speculative)
+    drafted_tokens: int = 0  # speculative decoding: tokens the drafter proposed
+    accepted_tokens: int = 0  # of them, kept by the verifier
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -68,11 +71,12 @@ class Generation:
         timings: filled in as the generation runs (a new one by default).
         cancelled: polled once per token; True ends the generation ("cancelled").
         eos_ids: tokens that end the sequence (default: the tokenizer's).
+        speculator: draft tokens for `decoder` to verify (a pair); None decodes plainly.
     """
 
     def __init__(self, decoder: Decoder, tokenizer: Tokenizer, prompt_ids: Sequence[int], params: SamplingParams,
                  timings: Timings | None = None, cancelled: Callable[[], bool] | None = None,
-                 eos_ids: frozenset[int] | None = None) -> None:
+                 eos_ids: frozenset[int] | None = None, speculator: Speculator | None = None) -> None:
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.prompt_ids = list(prompt_ids)
@@ -84,25 +88,40 @@ class Generation:
         self.token_ids: list[int] = []
         self.text = ""  # the final text (grows while iterating)
         self.finish_reason: str | None = None
+        self.speculator = speculator
+        self.spec = SpecStats()  # drafted / accepted tokens of this generation
+
+    def _tokens(self, sampler: Sampler) -> Iterator[int]:
+        """The model's tokens, one at a time; the caller stops taking them when the text ends."""
+        if self.speculator is not None:
+            yield from self.speculator.tokens(self.decoder, self.prompt_ids, sampler, self.params.max_tokens,
+                                              self.spec)
+            return
+        dec = self.decoder
+        dec.reset()
+        logits: np.ndarray = dec.prefill(self.prompt_ids)
+        while True:
+            token = sampler(logits)
+            yield token
+            logits = dec.step(token)
 
     def __iter__(self) -> Iterator[str]:
         p, t = self.params, self.timings
-        dec = self.decoder
-        dec.reset()
         t.prompt_tokens = len(self.prompt_ids)
         sampler = Sampler(p)
         detok = self.tokenizer.stream_decoder(self.prompt_ids)
         stops = p.stop
         pending = ""  # decoded but not yet released (could start a stop string)
         t0 = time.perf_counter()
-        logits: np.ndarray = dec.prefill(self.prompt_ids)
         first, matched = True, False  # matched: a stop string ended the text
-        while True:
-            token = sampler(logits)
+        tokens = self._tokens(sampler)
+        for token in tokens:
             self.token_ids.append(token)
             if first:
                 t.prefill_s = time.perf_counter() - t0
                 t0, first = time.perf_counter(), False
+            else:
+                t.decode_steps += 1
             t.completion_tokens += 1
             if token in self.eos_ids:
                 self.finish_reason = "stop"
@@ -129,8 +148,8 @@ class Generation:
             if self.cancelled():
                 self.finish_reason = "cancelled"
                 break
-            logits = dec.step(token)
-            t.decode_steps += 1
+        tokens.close()
+        t.drafted_tokens, t.accepted_tokens = self.spec.drafted, self.spec.accepted
         if not first:
             t.decode_s = time.perf_counter() - t0
         if not matched:
