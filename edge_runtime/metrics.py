@@ -19,6 +19,7 @@ process, as in the tests, do not collide); `edge-serve` publishes it at `/metric
 | `edge_variant_failures_total` | counter | variant |
 | `edge_variant_loaded`, `edge_variant_fenced` | gauge | variant |
 | `edge_signal_battery_level`, `edge_signal_plugged_in`, `edge_signal_temperature_celsius`, `edge_signal_throttled`, `edge_signal_cpu_load`, `edge_recent_ms_per_token` | gauge | |
+| `edge_drafted_tokens_total`, `edge_accepted_tokens_total` | counter | pair |
 | `edge_http_requests_total` | counter | route, status (edge-serve only) |
 """
 
@@ -74,6 +75,10 @@ class Metrics:
         self.throttled = Gauge(f"{p}_signal_throttled", "1 while throttled", registry=r)
         self.cpu_load = Gauge(f"{p}_signal_cpu_load", "CPU utilisation 0-1", registry=r)
         self.recent_latency = Gauge(f"{p}_recent_ms_per_token", "Recent decode latency (EWMA)", registry=r)
+        self.drafted = Counter(f"{p}_drafted_tokens", "Tokens a speculative pair's drafter proposed", ["pair"],
+                               registry=r)
+        self.accepted = Counter(f"{p}_accepted_tokens", "Drafted tokens the pair's verifier kept", ["pair"],
+                                registry=r)
         self.http = Counter(f"{p}_http_requests", "HTTP requests answered", ["route", "status"], registry=r)
 
     def signals(self, s: DeviceState) -> None:

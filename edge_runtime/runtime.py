@@ -41,8 +41,9 @@ from edge_runtime.control.observation import DeviceState, RequestState
 from edge_runtime.control.policy import Decision, Policy, StaticPolicy, load_policy, valid_choice
 from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
 from edge_runtime.engine.generate import Generation, Timings
-from edge_runtime.engine.pool import VariantPool
+from edge_runtime.engine.pool import Loaded, VariantPool
 from edge_runtime.engine.sampling import SamplingParams
+from edge_runtime.engine.speculative import Speculator
 from edge_runtime.engine.tokenizer import Tokenizer
 from edge_runtime.errors import (
     BundleError,
@@ -66,6 +67,7 @@ class _Job:
     prompt_ids: list[int]
     params: SamplingParams
     pinned: int | None
+    pair: str | None  # a speculative pair pinned by name (`pinned` is then its verifier)
     difficulty: float
     deadline_s: float  # budget from submission (inf: none)
     submitted: float  # monotonic
@@ -221,7 +223,7 @@ class Runtime:
             prompt / messages / prompt_ids: exactly one: raw text, chat messages, or token ids.
             params: sampling parameters; `sampling` keywords (max_tokens, temperature, top_k,
                 top_p, seed, stop, ...) override single fields.
-            variant: run this variant (a name), bypassing the controller.
+            variant: run this variant or speculative pair (a name), bypassing the controller.
             priority: higher is served first.
             deadline_s: seconds from now by which generation must have started (default:
                 the config's); past it the request is rejected with `DeadlineExceeded`.
@@ -238,8 +240,14 @@ class Runtime:
             ids = self.intake.prompt(prompt, messages, prompt_ids)
             params = self.intake.sampling(len(ids), params, **sampling)
             budget = self.intake.fields(difficulty, priority, deadline_s)
-            pinned = None
-            if variant is not None:
+            pinned, pair = None, None
+            if variant is not None and variant in self.pool.pairs:
+                pair, pinned = variant, self.variant_index(self.pool.pairs[variant].verifier)
+                why = self.pool.why_not_pair(variant)
+                if why is not None:
+                    raise VariantError(f"pair {variant!r} may not run: {why}; choose another or let the "
+                                       f"controller choose (model {self.name!r})")
+            elif variant is not None:
                 pinned = self.variant_index(variant)
                 why = self.pool.why_not(pinned)
                 if why is not None:
@@ -254,7 +262,7 @@ class Runtime:
         rid = f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         handle = Handle(rid, sink, stream)
         now = time.monotonic()
-        job = _Job(rid, ids, params, pinned, float(difficulty), budget, now, handle)
+        job = _Job(rid, ids, params, pinned, pair, float(difficulty), budget, now, handle)
         try:
             handle.entry = self.queue.put(job, priority=priority, deadline=now + budget)
         except (Overloaded, Unavailable) as e:
@@ -388,13 +396,17 @@ class Runtime:
         capacity = len(job.prompt_ids) + job.params.max_tokens
         retried_from = None
         for attempt in (0, 1):
-            name = self.manifest.variants[index].name
+            pair = job.pair if attempt == 0 else None
+            name = pair or self.manifest.variants[index].name
             self.metrics.selections.labels(name, source).inc()
             try:
-                loaded, load_s = self.pool.get(index, capacity)
+                loaded, speculator, load_s = self._load(job.id, pair, index, capacity)
+                if pair and speculator is None:
+                    reason = f"{reason}; pair {pair!r} fenced: its verifier alone"
+                    name = self.manifest.variants[index].name
                 t.load_s += load_s
                 gen = Generation(loaded.decoder, self.tokenizer, job.prompt_ids, job.params, timings=t,
-                                 cancelled=lambda: job.handle.cancelled)
+                                 cancelled=lambda: job.handle.cancelled, speculator=speculator)
                 started_ev = False
                 for delta in gen:
                     if not started_ev:
@@ -423,8 +435,27 @@ class Runtime:
         self._account(result)
         job.handle.emit(Event("done", variant=name, reason=reason, result=result))
 
+    def _load(self, rid: str, pair: str | None, index: int, capacity: int) -> tuple[Loaded, Speculator | None, float]:
+        """The variant (or the pinned pair's verifier and speculator) ready to generate.
+
+        A pair whose drafter fails is fenced and the request is served by its verifier alone;
+        a failing verifier raises, as any variant does.
+        """
+        if pair is not None and pair not in self.pool.pair_fenced:
+            try:
+                return self.pool.get_pair(pair, capacity)
+            except VariantError as e:
+                if self.pool.why_not(index) is not None:  # the verifier itself: the usual fencing and retry
+                    raise
+                log.warning("request %s: pair %r failed (%s): serving its verifier alone", rid, pair, e)
+        loaded, load_s = self.pool.get(index, capacity)
+        return loaded, None, load_s
+
     def _account(self, r: Result) -> None:
         t, m = r.timings, self.metrics
+        if t.drafted_tokens:
+            m.drafted.labels(r.variant).inc(t.drafted_tokens)
+            m.accepted.labels(r.variant).inc(t.accepted_tokens)
         m.requests.labels(r.variant, r.finish_reason).inc()
         m.prompt_tokens.labels(r.variant).inc(t.prompt_tokens)
         m.completion_tokens.labels(r.variant).inc(t.completion_tokens)

@@ -31,13 +31,11 @@ from typing import Protocol
 
 import numpy as np
 
+from edge_runtime.bundle import PROMPT_LOOKUP, Manifest, Pair
 from edge_runtime.engine.sampling import Sampler
 from edge_runtime.engine.session import Decoder
 
 log = logging.getLogger(__name__)
-
-PROMPT_LOOKUP = "prompt-lookup"  # the drafter name that means "no model"
-
 
 @dataclass(frozen=True)
 class KPolicy:
@@ -66,6 +64,20 @@ class KPolicy:
         if self.probe_every < 1 or not 0.0 <= self.memory < 1.0:
             raise ValueError(f"probe_every must be >= 1 and memory in [0, 1), got {self.probe_every}, "
                              f"{self.memory}")
+
+
+def policy_for(pair: Pair, manifest: Manifest) -> KPolicy:
+    """The pair's k policy: its k bounds, and its measured cost ratios (else ones derived from the
+    variants' measured decode costs, else the defaults)."""
+    draft_ratio = pair.extra.get("draft_ratio")
+    if draft_ratio is None:
+        if pair.drafter == PROMPT_LOOKUP:
+            draft_ratio = 0.02  # an n-gram search: microseconds against milliseconds of a forward pass
+        else:
+            d, v = (manifest.variant(n).cost.decode_ms_per_token for n in (pair.drafter, pair.verifier))
+            draft_ratio = d / v if d and v else KPolicy.draft_ratio
+    slope = pair.extra.get("verify_slope", KPolicy.verify_slope)
+    return KPolicy(k_max=pair.k_max, k_start=pair.k_start, draft_ratio=float(draft_ratio), verify_slope=float(slope))
 
 
 def expected_tokens(alpha: float, k: int) -> float:
@@ -244,9 +256,9 @@ def verify(rows: np.ndarray, drafts: list[int], q: np.ndarray | None, sampler: S
 class Speculator:
     """A drafter, its k policy and its running counts: what a pair adds to its verifier's decoder."""
 
-    def __init__(self, drafter: Drafter, policy: KPolicy | None = None) -> None:
+    def __init__(self, drafter: Drafter, policy: KPolicy | None = None, k: AdaptiveK | None = None) -> None:
         self.drafter = drafter
-        self.k = AdaptiveK(policy or KPolicy())
+        self.k = k or AdaptiveK(policy or KPolicy())  # pass the pair's own to keep what it learnt
         self.total = SpecStats()
 
     def tokens(self, verifier: Decoder, prompt_ids: Sequence[int], sampler: Sampler, budget: int,

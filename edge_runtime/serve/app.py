@@ -248,6 +248,12 @@ def _model_list(rt: Runtime, config: ServerConfig) -> dict[str, Any]:
             "quantization": v.quantization, "gate": v.gate.status, "gate_failed": list(v.gate.failed),
             "allowed": bool(allowed[i]), "loaded": i in rt.pool.loaded, "perplexity": v.quality.perplexity,
             "decode_ms_per_token": v.cost.decode_ms_per_token}})
+    for p in rt.manifest.pairs:  # speculative pairs: the verifier's output at (ideally) the drafter's speed
+        why = rt.pool.why_not_pair(p.name)
+        data.append({"id": p.name, "object": "model", "created": created, "owned_by": "edge-runtime", "edge": {
+            "pair": True, "verifier": p.verifier, "drafter": p.drafter, "allowed": why is None, "why_not": why,
+            "acceptance": p.acceptance, "decode_ms_per_token": p.cost.decode_ms_per_token,
+            "perplexity": rt.manifest.variant(p.verifier).quality.perplexity}})
     return {"object": "list", "data": data}
 
 
@@ -345,7 +351,7 @@ def _resolve_model(rt: Runtime, config: ServerConfig, model: str | None) -> str 
     """None (the controller chooses) for the bundle's names; the variant for a variant's name."""
     if model is None or model in _auto_names(rt, config) or model == rt.name:
         return None
-    if model in rt.manifest.names:
+    if model in rt.manifest.names or model in rt.pool.pairs:
         return model
     raise StarletteHTTPException(
         404, f"model {model!r} not found: use {_auto_names(rt, config)[0]!r} to let the controller choose, or one "
