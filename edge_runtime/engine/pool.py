@@ -238,6 +238,12 @@ class VariantPool:
                         f"{self.budget_mb:.0f} MiB")
         return None
 
+    def replace_pair(self, pair: Pair) -> None:
+        """Serve `pair` (e.g. re-measured) in place of the pair of that name, forgetting what k had learnt."""
+        with self._lock:
+            self.pairs[pair.name] = pair
+            self._k.pop(pair.name, None)
+
     def fence_pair(self, name: str, why: str) -> None:
         """Never run pair `name` again in this process; its verifier (and drafter) stay servable alone."""
         with self._lock:

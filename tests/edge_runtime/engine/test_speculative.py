@@ -38,10 +38,8 @@ def tok(tiny_bundle):
     return Tokenizer.from_bundle(tiny_bundle, read_manifest(tiny_bundle))
 
 
-class Contrarian:
-    """A drafter that is always wrong: it proposes a token the verifier never picks greedily."""
-
-    name = "contrarian"
+class ModelBacked:
+    """A test drafter over a variant's decoder, rolled back as ModelDrafter's is."""
 
     def __init__(self, session):
         self.dec = session.decoder(64)
@@ -50,13 +48,19 @@ class Contrarian:
         self.dec.reserve(capacity)
         self.dec.reset()
 
+    def keep(self, length):
+        self.dec.rollback(min(self.dec.length, length))
+
+
+class Contrarian(ModelBacked):
+    """A drafter that is always wrong: it proposes a token the verifier never picks greedily."""
+
+    name = "contrarian"
+
     def propose(self, seq, k, sampler):
         self.proposed = getattr(self, "proposed", 0) + k
         logits = self.dec.extend(list(seq[self.dec.length :]))[-1]
         return [int(np.argmin(logits))] * k, None
-
-    def keep(self, length):
-        self.dec.rollback(min(self.dec.length, length))
 
 
 PROMPTS = ["Summarize: disk /dev/sda1 is 97% full on host db-2; disk /dev/sda1 is 97% full",
@@ -136,18 +140,11 @@ def _exact_pairs(session, prompt_ids, params):
     return exact
 
 
-class SkewedDrafter:
+class SkewedDrafter(ModelBacked):
     """Draws from a distribution far from the verifier's (reversed preferences among the top k),
     so most drafts are rejected and the residual draw does the work."""
 
     name = "skewed"
-
-    def __init__(self, session):
-        self.dec = session.decoder(64)
-
-    def start(self, capacity):
-        self.dec.reserve(capacity)
-        self.dec.reset()
 
     def propose(self, seq, k, sampler):
         logits = self.dec.extend(list(seq[self.dec.length :]))[-1]
@@ -155,9 +152,6 @@ class SkewedDrafter:
         q = 0.5 * q + 0.5 * sampler.probs(logits)
         token = sampler.draw(q)
         return [token], q[None, :]
-
-    def keep(self, length):
-        self.dec.rollback(min(self.dec.length, length))
 
 
 def _chi2(counts, exact):
