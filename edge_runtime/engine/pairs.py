@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from edge_runtime.engine.generate import Generation
 from edge_runtime.engine.pool import VariantPool
 from edge_runtime.engine.sampling import SamplingParams
 from edge_runtime.engine.session import Decoder
+from edge_runtime.engine.speculative import Speculator
 from edge_runtime.engine.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -81,30 +82,26 @@ def verify_costs(decoder: Decoder, prompt_ids: Sequence[int], max_n: int = 8, re
     return best
 
 
-def _generate(pool: VariantPool, tok: Tokenizer, ids: list[int], params: SamplingParams,
-              pair: str | None, verifier: int) -> Generation:
-    capacity = len(ids) + params.max_tokens
-    if pair is None:
-        loaded, speculator = pool.get(verifier, capacity)[0], None
-    else:
-        loaded, speculator, _ = pool.get_pair(pair, capacity)
+def _generate(pool: VariantPool, tok: Tokenizer, ids: list[int], params: SamplingParams, verifier: int,
+              speculator: Speculator | None) -> Generation:
+    loaded = pool.get(verifier, len(ids) + params.max_tokens)[0]
     gen = Generation(loaded.decoder, tok, ids, params, speculator=speculator)
     gen.run()
     return gen
 
 
-def run_pair(pool: VariantPool, tok: Tokenizer, pair: Pair, prompts: Sequence[list[int]], max_tokens: int = 48,
-             repeats: int = 1) -> PairRun:
-    """Greedy decode of every prompt by the verifier alone and by the pair, interleaved."""
+def run_pair(pool: VariantPool, tok: Tokenizer, verifier: str, speculator: Callable[[int], Speculator],
+             prompts: Sequence[list[int]], max_tokens: int = 48, repeats: int = 1) -> PairRun:
+    """Greedy decode of every prompt by `verifier` alone and with `speculator(capacity)`, interleaved."""
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
-    verifier = pool.manifest.index(pair.verifier)
+    index = pool.manifest.index(verifier)
     plain_s = pair_s = 0.0
     plain_n = pair_n = drafted = accepted = 0
     identical = True
     for _ in range(repeats):
         for ids in prompts:
-            a = _generate(pool, tok, ids, params, None, verifier)
-            b = _generate(pool, tok, ids, params, pair.name, verifier)
+            a = _generate(pool, tok, ids, params, index, None)
+            b = _generate(pool, tok, ids, params, index, speculator(len(ids) + max_tokens))
             identical &= a.token_ids == b.token_ids
             plain_s, plain_n = plain_s + a.timings.decode_s, plain_n + a.timings.decode_steps
             pair_s, pair_n = pair_s + b.timings.decode_s, pair_n + b.timings.decode_steps
@@ -124,7 +121,8 @@ def measure_pair(pool: VariantPool, tok: Tokenizer, pair: Pair, prompts: Sequenc
         extra["draft_ratio"] = round(verify_costs(drafter.decoder, prompts[0], max_n=1)[0] / costs[0], 4)
     measured = replace(pair, extra=extra)
     pool.replace_pair(measured)  # measure with the policy these ratios give, from a fresh start
-    run = run_pair(pool, tok, measured, prompts, max_tokens)
+    run = run_pair(pool, tok, pair.verifier, lambda capacity: pool.get_pair(pair.name, capacity)[1], prompts,
+                   max_tokens)
     if not run.identical:
         log.error("pair %r: greedy output differs from its verifier's; this is a bug, please report it", pair.name)
     return replace(measured, acceptance=run.acceptance,

@@ -162,17 +162,17 @@ class PromptLookupDrafter:
         pass
 
     def propose(self, seq: Sequence[int], k: int, sampler: Sampler) -> tuple[list[int], np.ndarray | None]:
-        arr = np.asarray(seq, dtype=np.int64)
+        arr = np.asarray(seq, dtype=np.int64)  # [L]
         n_seq = arr.shape[0]
         for n in range(min(self.max_ngram, n_seq - 1), self.min_ngram - 1, -1):
-            tail = arr[n_seq - n :]
-            # candidate starts: where the tail's first token occurs, excluding the tail itself
-            starts = np.flatnonzero(arr[: n_seq - n] == tail[0])
-            for s in starts[::-1]:  # the latest occurrence first: the most recent context
-                if np.array_equal(arr[s : s + n], tail):
-                    follow = arr[s + n : s + n + k]
-                    if follow.size:
-                        return [int(t) for t in follow], None
+            # hit[s]: the n tokens from s equal the last n (s < L - n excludes the tail itself)
+            hit = arr[: n_seq - n] == arr[n_seq - n]
+            for j in range(1, n):
+                hit &= arr[j : n_seq - n + j] == arr[n_seq - n + j]
+            starts = np.flatnonzero(hit)
+            if starts.size:  # the latest occurrence: the most recent context
+                follow = arr[starts[-1] + n : starts[-1] + n + k]
+                return [int(t) for t in follow], None
         return [], None
 
     def keep(self, length: int) -> None:
