@@ -416,6 +416,8 @@ class Runtime:
                         job.handle.emit(Event("text", text=delta))
                 if not started_ev:
                     job.handle.emit(Event("start", variant=name, reason=reason))
+                if speculator is not None and speculator.failed and pair is not None:
+                    self.pool.fence_pair(pair, f"its drafter failed while drafting: {speculator.failed}")
                 break
             except VariantError as e:
                 self.pool.fence(index, str(e))

@@ -34,6 +34,7 @@ import numpy as np
 from edge_runtime.bundle import PROMPT_LOOKUP, Manifest, Pair
 from edge_runtime.engine.sampling import Sampler
 from edge_runtime.engine.session import Decoder
+from edge_runtime.errors import VariantError
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ class Speculator:
         self.drafter = drafter
         self.k = k or AdaptiveK(policy or KPolicy())  # pass the pair's own to keep what it learnt
         self.total = SpecStats()
+        self.failed: str | None = None  # why the drafter failed while drafting (the pair should be fenced)
 
     def tokens(self, verifier: Decoder, prompt_ids: Sequence[int], sampler: Sampler, budget: int,
                stats: SpecStats | None = None) -> Iterator[int]:
@@ -279,7 +281,14 @@ class Speculator:
         while len(seq) < capacity:
             left = capacity - len(seq)  # tokens still allowed; the verifier holds len(seq) - 1
             k = min(self.k.next_k(), left - 1) if speculate else 0
-            drafts, q = self.drafter.propose(seq, k, sampler) if k > 0 else ([], None)
+            drafts, q = [], None
+            if k > 0:
+                try:
+                    drafts, q = self.drafter.propose(seq, k, sampler)
+                except VariantError as e:  # the verifier is untouched this round: go on without drafts
+                    self.failed, speculate = str(e), False
+                    log.error("drafter %r failed (%s): the rest of this sequence is decoded plainly",
+                              self.drafter.name, e)
             if not drafts:
                 token = sampler(verifier.step(seq[-1]))
                 seq.append(token)

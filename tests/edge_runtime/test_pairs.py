@@ -144,3 +144,23 @@ def test_serve_lists_pairs_and_reports_drafted_tokens(bundle_copy):
         assert "edge_drafted_tokens_total" in client.get("/metrics").text
     finally:
         rt.close(grace_s=5)
+
+
+def test_drafter_failing_while_drafting_fences_the_pair_after_the_request(bundle_copy, monkeypatch):
+    with_pairs(bundle_copy)
+    rt = open_rt(bundle_copy)
+    try:
+        prompt = "one two three one two three one two"
+        plain = rt.generate(prompt, variant="dense", max_tokens=16, ignore_eos=True)
+        drafter, _ = rt.pool.get(1, 64, drafting=True)
+
+        def broken(ids):
+            raise VariantError("onnxruntime failed running 'dense-int8' (Fail: boom)")
+
+        monkeypatch.setattr(drafter.decoder, "extend", broken)
+        r = rt.generate(prompt, variant="dense+int8", max_tokens=16, ignore_eos=True)
+        assert r.token_ids == plain.token_ids and r.variant == "dense+int8"
+        assert "its drafter failed while drafting" in rt.pool.why_not_pair("dense+int8")
+        assert rt.pool.why_not(0) is None
+    finally:
+        rt.close(grace_s=5)

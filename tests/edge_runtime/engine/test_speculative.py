@@ -21,6 +21,7 @@ from edge_runtime.engine.speculative import (
     verify,
 )
 from edge_runtime.engine.tokenizer import Tokenizer
+from edge_runtime.errors import VariantError
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +222,24 @@ def test_verify_rejection_step_on_known_distributions():
         out[d if kept else token] += 1
     assert params.greedy is False
     np.testing.assert_allclose(out / n, p, atol=0.015)
+
+
+class Breaking(ModelBacked):
+    """A drafter whose model fails after a few proposals, as a broken graph would at run time."""
+
+    name = "breaking"
+
+    def propose(self, seq, k, sampler):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls > 2:
+            raise VariantError("onnxruntime failed running 'drafter.onnx' (Fail: boom)")
+        logits = self.dec.extend(list(seq[self.dec.length :]))[-1]
+        return [int(np.argmax(logits))], None
+
+
+def test_a_drafter_failing_mid_sequence_leaves_the_verifiers_output(sessions, tok):
+    spec = Speculator(Breaking(sessions["dense-int8"]), KPolicy(k_max=2, k_start=2))
+    plain = _generate(sessions, tok, PROMPTS[0])
+    fast = _generate(sessions, tok, PROMPTS[0], spec)
+    assert fast.token_ids == plain.token_ids
+    assert "boom" in spec.failed and spec.total.verifications == 2
