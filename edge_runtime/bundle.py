@@ -474,6 +474,18 @@ class Manifest:
                 return v
         raise VariantError(f"unknown variant {name!r}; this bundle has {list(self.names)}")
 
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """What a controller chooses among: every variant, then every speculative pair (manifest order)."""
+        return self.names + tuple(p.name for p in self.pairs)
+
+    def action_index(self, name: str) -> int:
+        """Index of variant or pair `name` in `actions` (VariantError naming both lists for an unknown one)."""
+        if name in self.actions:
+            return self.actions.index(name)
+        raise VariantError(f"unknown variant or pair {name!r}; this bundle has variants {list(self.names)} and "
+                           f"pairs {[p.name for p in self.pairs]}")
+
     def pair(self, name: str) -> Pair | None:
         """The pair called `name`, or None."""
         return next((p for p in self.pairs if p.name == name), None)

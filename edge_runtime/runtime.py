@@ -157,7 +157,7 @@ class Runtime:
     def _preload(self) -> None:
         """Load the variants `config.preload` names; a failing one is fenced and logged, not fatal,
         unless nothing servable is left ("first" moves on to the next variant)."""
-        pre, allowed = self.config.preload, self.pool.allowed()
+        pre, allowed = self.config.preload, self.pool.allowed()[: len(self.manifest.variants)]
         if pre == "none":
             return
         if pre in ("first", "all"):
@@ -173,7 +173,7 @@ class Runtime:
                 continue
             if pre == "first":
                 return
-        if not self.pool.allowed().any():
+        if not self.pool.allowed()[: len(self.manifest.variants)].any():
             raise BundleError(f"no variant of {str(self.bundle_dir)!r} loads: " + "; ".join(errors)
                               + " (re-export the bundle)")
 
@@ -389,6 +389,9 @@ class Runtime:
             left = job.submitted + job.deadline_s - started
             d, obs = self.decide(len(job.prompt_ids), job.params.max_tokens, left, job.difficulty, device)
             index, reason, source = int(d.variant), str(d.reason), d.source
+            if index >= len(self.manifest.variants):  # the controller chose a speculative pair
+                job.pair = self.manifest.pairs[index - len(self.manifest.variants)].name
+                index = self.manifest.index(self.manifest.pairs[index - len(self.manifest.variants)].verifier)
             if source == "fallback":
                 self.metrics.fallbacks.inc()
         t.decide_s = time.perf_counter() - t0

@@ -125,12 +125,13 @@ class VariantPool:
         return (max(weights, v.file_bytes) + kv) / MIB
 
     def allowed(self) -> np.ndarray:
-        """bool [n_variants]: may run now."""
+        """bool [n_actions]: may run now; the variants, then the pairs (`Manifest.actions`)."""
         with self._lock:
             ok = np.ones(len(self.manifest.variants), dtype=bool)
             for i in (*self.excluded, *self.fenced):
                 ok[i] = False
-            return ok
+            pairs = [self.why_not_pair(p.name) is None for p in self.manifest.pairs]
+            return np.append(ok, np.array(pairs, dtype=bool))
 
     def why_not(self, index: int) -> str | None:
         """Why variant `index` may not run (None: it may)."""
@@ -139,8 +140,8 @@ class VariantPool:
                                                 if index in self.fenced else None)
 
     def next_allowed(self, after: int) -> int | None:
-        """The next variant that may run after `after` in manifest order (sparser first), wrapping around."""
-        ok = self.allowed()
+        """The next variant (not pair) that may run after `after` in manifest order (sparser first), wrapping around."""
+        ok = self.allowed()[: len(self.manifest.variants)]
         n = len(ok)
         for k in range(1, n):
             j = (after + k) % n
