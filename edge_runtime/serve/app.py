@@ -355,7 +355,7 @@ def _resolve_model(rt: Runtime, config: ServerConfig, model: str | None) -> str 
         return model
     raise StarletteHTTPException(
         404, f"model {model!r} not found: use {_auto_names(rt, config)[0]!r} to let the controller choose, or one "
-             f"of the servable variants and pairs {[n for n, ok in zip(rt.manifest.actions, rt.allowed(), strict=True) if ok]}")
+             f"of the servable variants {[n for n, ok in zip(rt.manifest.actions, rt.allowed(), strict=True) if ok]}")
 
 
 def _ascii(text: str) -> str:
