@@ -41,9 +41,8 @@ from edge_runtime.control.observation import DeviceState, RequestState
 from edge_runtime.control.policy import Decision, Policy, StaticPolicy, load_policy, valid_choice
 from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
 from edge_runtime.engine.generate import Generation, Timings
-from edge_runtime.engine.pool import Loaded, VariantPool
+from edge_runtime.engine.pool import VariantPool
 from edge_runtime.engine.sampling import SamplingParams
-from edge_runtime.engine.speculative import Speculator
 from edge_runtime.engine.tokenizer import Tokenizer
 from edge_runtime.errors import (
     BundleError,
@@ -208,6 +207,8 @@ class Runtime:
                  "why_not": self.pool.why_not(i), "gate": v.gate.status}
                 for i, v in enumerate(self.manifest.variants)
             ],
+            "pairs": [{"name": p.name, "verifier": p.verifier, "drafter": p.drafter,
+                       "why_not": self.pool.why_not_pair(p.name)} for p in self.manifest.pairs],
         }
 
     # ------------------------------------------------------------------ requests
@@ -403,7 +404,7 @@ class Runtime:
             name = pair or self.manifest.variants[index].name
             self.metrics.selections.labels(name, source).inc()
             try:
-                loaded, speculator, load_s = self._load(job.id, pair, index, capacity)
+                loaded, speculator, load_s = self.pool.prepare(pair, index, capacity)
                 if pair and speculator is None:
                     reason = f"{reason}; pair {pair!r} fenced: its verifier alone"
                     name = self.manifest.variants[index].name
@@ -439,22 +440,6 @@ class Runtime:
                         observation=observation.describe(obs) if obs is not None else {})
         self._account(result)
         job.handle.emit(Event("done", variant=name, reason=reason, result=result))
-
-    def _load(self, rid: str, pair: str | None, index: int, capacity: int) -> tuple[Loaded, Speculator | None, float]:
-        """The variant (or the pinned pair's verifier and speculator) ready to generate.
-
-        A pair whose drafter fails is fenced and the request is served by its verifier alone;
-        a failing verifier raises, as any variant does.
-        """
-        if pair is not None and pair not in self.pool.pair_fenced:
-            try:
-                return self.pool.get_pair(pair, capacity)
-            except VariantError as e:
-                if self.pool.why_not(index) is not None:  # the verifier itself: the usual fencing and retry
-                    raise
-                log.warning("request %s: pair %r failed (%s): serving its verifier alone", rid, pair, e)
-        loaded, load_s = self.pool.get(index, capacity)
-        return loaded, None, load_s
 
     def _account(self, r: Result) -> None:
         t, m = r.timings, self.metrics

@@ -287,6 +287,22 @@ class VariantPool:
         k = self._k.setdefault(name, AdaptiveK(policy_for(pair, self.manifest)))
         return verifier, Speculator(drafter, k=k), load_s
 
+    def prepare(self, pair: str | None, index: int, capacity: int) -> tuple[Loaded, Speculator | None, float]:
+        """Variant `index` (or pair `pair`'s verifier, `index`, and its speculator) ready to generate.
+
+        A pair whose drafter fails is fenced and the variant is returned alone, without a speculator;
+        a failing verifier raises, as any variant does.
+        """
+        if pair is not None and pair not in self.pair_fenced:
+            try:
+                return self.get_pair(pair, capacity)
+            except VariantError as e:
+                if self.why_not(index) is not None:  # the verifier itself: the caller fences and retries
+                    raise
+                log.warning("pair %r failed (%s): serving its verifier alone", pair, e)
+        loaded, load_s = self.get(index, capacity)
+        return loaded, None, load_s
+
     @property
     def used_mb(self) -> float:
         with self._lock:

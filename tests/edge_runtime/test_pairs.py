@@ -164,3 +164,16 @@ def test_drafter_failing_while_drafting_fences_the_pair_after_the_request(bundle
         assert rt.pool.why_not(0) is None
     finally:
         rt.close(grace_s=5)
+
+
+def test_memory_budget_counts_both_models_of_a_pair(bundle_copy):
+    with_pairs(bundle_copy)
+    m = read_manifest(bundle_copy)
+    from edge_runtime.engine.pool import VariantPool
+
+    sizes = [VariantPool(bundle_copy, m).estimate_mb(v) for v in m.variants]
+    pool = VariantPool(bundle_copy, m, threads=1, memory_budget_mb=max(sizes) * 1.01)
+    assert pool.why_not(0) is None and pool.why_not(1) is None  # each fits alone
+    assert "verifier and drafter together need about" in pool.why_not_pair("dense+int8")
+    assert pool.why_not_pair("dense+lookup") is None  # prompt lookup needs no second model
+    assert pool.allowed().tolist() == [True, True, False, True]
