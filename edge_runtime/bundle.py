@@ -483,6 +483,8 @@ class Manifest:
         """Index of variant or pair `name` in `actions` (VariantError naming both lists for an unknown one)."""
         if name in self.actions:
             return self.actions.index(name)
+        if not self.pairs:
+            self.variant(name)  # raises the plain "unknown variant" error
         raise VariantError(f"unknown variant or pair {name!r}; this bundle has variants {list(self.names)} and "
                            f"pairs {[p.name for p in self.pairs]}")
 
