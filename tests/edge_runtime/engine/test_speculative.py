@@ -4,12 +4,17 @@ fails), k falling back to plain decoding when every draft is rejected."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from edge_runtime.bundle import read_manifest
+from edge_runtime.bundle import PROMPT_LOOKUP, read_manifest
 from edge_runtime.engine.generate import Generation
+from edge_runtime.engine.pairs import GROUNDED, run_pair
+from edge_runtime.engine.pool import VariantPool
 from edge_runtime.engine.sampling import Sampler, SamplingParams
 from edge_runtime.engine.session import VariantSession
 from edge_runtime.engine.speculative import (
@@ -243,3 +248,23 @@ def test_a_drafter_failing_mid_sequence_leaves_the_verifiers_output(sessions, to
     fast = _generate(sessions, tok, PROMPTS[0], spec)
     assert fast.token_ids == plain.token_ids
     assert "boom" in spec.failed and spec.total.verifications == 2
+
+
+REAL_BUNDLE = Path(os.environ.get("EDGE_REAL_BUNDLE", "/work/bundles/smollm2-135m"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REAL_BUNDLE / "manifest.json").is_file(), reason="the real SmolLM2-135M bundle is not built")
+def test_real_bundle_greedy_pairs_are_the_verifiers_token_for_token():
+    """SmolLM2-135M: every drafter of the bundle (and prompt lookup) leaves dense's greedy output unchanged."""
+    m = read_manifest(REAL_BUNDLE)
+    tok = Tokenizer.from_bundle(REAL_BUNDLE, m)
+    pool = VariantPool(REAL_BUNDLE, m, allow_ungated=True)
+    prompts = [tok.encode_chat([{"role": "user", "content": p}]) for p in GROUNDED[:2]]
+    for drafter in (PROMPT_LOOKUP, *[v.name for v in m.variants if v.name != "dense"][:3]):
+        def spec(capacity, d=drafter):
+            if d == PROMPT_LOOKUP:
+                return Speculator(PromptLookupDrafter())
+            return Speculator(ModelDrafter(d, pool.get(m.index(d), capacity, drafting=True, keep=(0,))[0].decoder))
+        run = run_pair(pool, tok, "dense", spec, prompts, max_tokens=32)
+        assert run.identical and run.drafted > 0, drafter
