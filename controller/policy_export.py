@@ -123,7 +123,7 @@ def write_policy(
     """
     root = Path(bundle_dir)
     manifest = read_manifest(root)
-    unknown = [a for a in actions if a not in manifest.names]
+    unknown = [a for a in actions if a not in manifest.actions]
     if unknown:
         raise TrainError(f"actions {unknown} are not variants of bundle {str(root)!r}; retrain on this bundle")
     dest = root / POLICY

@@ -240,6 +240,75 @@ class Variant:
         return self.gate.status != "fail"
 
 
+PROMPT_LOOKUP = "prompt-lookup"  # a pair's drafter that is no model (n-grams of the prompt and the text)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A speculative pair: `drafter` proposes tokens that the gated `verifier` checks, so the
+    output (and its quality) is the verifier's at (ideally) the drafter's speed."""
+
+    name: str  # the action's name, e.g. "dense+sparsegpt-70"
+    verifier: str  # a variant name
+    drafter: str  # a variant name, or "prompt-lookup"
+    k_max: int = 6  # most drafts per verification (k adapts below it)
+    k_start: int = 3  # k before any acceptance was seen
+    cost: Cost = field(default_factory=Cost)  # decode_ms_per_token of the pair, measured as a whole
+    acceptance: float | None = None  # share of drafts kept, measured with the cost
+    extra: dict[str, Any] = field(default_factory=dict)  # draft_ratio, verify_slope, ...
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "pair") -> Pair:
+        if not isinstance(d, dict):
+            raise BundleError(f"{where}: a pair must be a JSON object, got {type(d).__name__}")
+        name = _check(d, "name", str, where)
+        where = f"{where} {name!r}"
+        k_max = d.get("k_max", 6)
+        k_start = d.get("k_start", min(3, k_max) if isinstance(k_max, int) else 3)
+        for key, k in (("k_max", k_max), ("k_start", k_start)):
+            if isinstance(k, bool) or not isinstance(k, int) or k < (1 if key == "k_max" else 0):
+                raise BundleError(f"{where}: {key} must be a positive integer, got {k!r}; use 1..8")
+        if k_start > k_max:
+            raise BundleError(f"{where}: k_start ({k_start}) is above k_max ({k_max})")
+        acceptance = _opt_float(d, "acceptance", where)
+        if acceptance is not None and not 0.0 <= acceptance <= 1.0:
+            raise BundleError(f"{where}: acceptance must be in [0, 1], got {acceptance}")
+        known, extra = _split(d, cls)
+        return cls(name, _check(d, "verifier", str, where), _check(d, "drafter", str, where), k_max, k_start,
+                   Cost.from_dict(known.get("cost") or {}, where), acceptance, extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "verifier": self.verifier, "drafter": self.drafter, "k_max": self.k_max,
+                "k_start": self.k_start, "acceptance": self.acceptance,
+                "cost": {"prefill_ms_per_token": self.cost.prefill_ms_per_token,
+                         "decode_ms_per_token": self.cost.decode_ms_per_token,
+                         "peak_rss_mb": self.cost.peak_rss_mb, **self.cost.extra},
+                **self.extra}
+
+
+def check_pairs(pairs: tuple[Pair, ...], variants: tuple[Variant, ...]) -> None:
+    """Refuse pairs that name an unknown verifier or drafter, or a taken name.
+
+    A gate-failed verifier is not refused here (edge-eval must be able to write its verdict
+    into a manifest with pairs): the pool refuses to serve such a pair (`VariantPool.why_not_pair`).
+    """
+    names = {v.name: v for v in variants}
+    seen: set[str] = set()
+    for p in pairs:
+        where = f"pair {p.name!r}"
+        if p.name in names or p.name in seen:
+            raise BundleError(f"{where}: the name is already taken by a variant or another pair; rename it")
+        seen.add(p.name)
+        if p.verifier not in names:
+            raise BundleError(f"{where}: verifier {p.verifier!r} is not a variant of the bundle "
+                              f"({sorted(names)}); fix the recipe's [[pair]] table")
+        if p.drafter != PROMPT_LOOKUP and p.drafter not in names:
+            raise BundleError(f"{where}: drafter {p.drafter!r} is neither {PROMPT_LOOKUP!r} nor a variant of the "
+                              f"bundle ({sorted(names)})")
+        if p.drafter == p.verifier:
+            raise BundleError(f"{where}: the drafter is the verifier; a pair needs a cheaper drafter")
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What the variants were made from."""
@@ -337,6 +406,7 @@ class Manifest:
     model: ModelInfo
     variants: tuple[Variant, ...]  # densest first
     controller: ControllerInfo = field(default_factory=ControllerInfo)
+    pairs: tuple[Pair, ...] = ()  # speculative pairs (optional; older manifests have none)
     tokenizer: str = TOKENIZER
     format: str = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
@@ -362,11 +432,17 @@ class Manifest:
         for v in variants:
             if v.parent is not None and v.parent not in names:
                 raise BundleError(f"variant {v.name!r}: parent {v.parent!r} is not in the bundle")
+        raw_pairs = d.get("pairs", [])
+        if not isinstance(raw_pairs, list):
+            raise BundleError(f"manifest: 'pairs' must be a list, got {type(raw_pairs).__name__}")
+        pairs = tuple(Pair.from_dict(p, f"pair #{i}") for i, p in enumerate(raw_pairs))
+        check_pairs(pairs, variants)
         _, extra = _split(d, cls)
         return cls(
             model=ModelInfo.from_dict(d.get("model")),
             variants=variants,
             controller=ControllerInfo.from_dict(d.get("controller")),
+            pairs=pairs,
             tokenizer=d.get("tokenizer", TOKENIZER),
             format=fmt,
             extra=extra,
@@ -379,6 +455,7 @@ class Manifest:
             "tokenizer": self.tokenizer,
             "variants": [v.to_dict() for v in self.variants],
             "controller": self.controller.to_dict(),
+            **({"pairs": [p.to_dict() for p in self.pairs]} if self.pairs else {}),
             **self.extra,
         }
 
@@ -396,6 +473,24 @@ class Manifest:
             if v.name == name:
                 return v
         raise VariantError(f"unknown variant {name!r}; this bundle has {list(self.names)}")
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """What a controller chooses among: every variant, then every speculative pair (manifest order)."""
+        return self.names + tuple(p.name for p in self.pairs)
+
+    def action_index(self, name: str) -> int:
+        """Index of variant or pair `name` in `actions` (VariantError naming both lists for an unknown one)."""
+        if name in self.actions:
+            return self.actions.index(name)
+        if not self.pairs:
+            self.variant(name)  # raises the plain "unknown variant" error
+        raise VariantError(f"unknown variant or pair {name!r}; this bundle has variants {list(self.names)} and "
+                           f"pairs {[p.name for p in self.pairs]}")
+
+    def pair(self, name: str) -> Pair | None:
+        """The pair called `name`, or None."""
+        return next((p for p in self.pairs if p.name == name), None)
 
     def index(self, name: str) -> int:
         return self.names.index(self.variant(name).name)

@@ -21,6 +21,7 @@ process, as in the tests, do not collide); `edge-serve` publishes it at `/metric
 | `edge_signal_battery_level`, `edge_signal_plugged_in`, `edge_signal_temperature_celsius`, `edge_signal_throttled`, `edge_signal_cpu_load`, `edge_recent_ms_per_token` | gauge | |
 | `edge_energy_joules_total` | counter | variant (only where the board reports power: edge_runtime.control.power) |
 | `edge_signal_power_watts` | gauge | (NaN where no power source exists) |
+| `edge_drafted_tokens_total`, `edge_accepted_tokens_total` | counter | pair |
 | `edge_http_requests_total` | counter | route, status (edge-serve only) |
 """
 
@@ -79,6 +80,10 @@ class Metrics:
         self.energy = Counter(f"{p}_energy_joules", "Measured energy of finished requests", ["variant"], registry=r)
         self.power = Gauge(f"{p}_signal_power_watts", "Measured board power (NaN: no source)", registry=r)
         self.power.set(float("nan"))
+        self.drafted = Counter(f"{p}_drafted_tokens", "Tokens a speculative pair's drafter proposed", ["pair"],
+                               registry=r)
+        self.accepted = Counter(f"{p}_accepted_tokens", "Drafted tokens the pair's verifier kept", ["pair"],
+                                registry=r)
         self.http = Counter(f"{p}_http_requests", "HTTP requests answered", ["route", "status"], registry=r)
 
     def signals(self, s: DeviceState) -> None:

@@ -69,6 +69,7 @@ class _Job:
     prompt_ids: list[int]
     params: SamplingParams
     pinned: int | None
+    pair: str | None  # a speculative pair pinned by name (`pinned` is then its verifier)
     difficulty: float
     deadline_s: float  # budget from submission (inf: none)
     submitted: float  # monotonic
@@ -170,7 +171,7 @@ class Runtime:
     def _preload(self) -> None:
         """Load the variants `config.preload` names; a failing one is fenced and logged, not fatal,
         unless nothing servable is left ("first" moves on to the next variant)."""
-        pre, allowed = self.config.preload, self.pool.allowed()
+        pre, allowed = self.config.preload, self.pool.allowed()[: len(self.manifest.variants)]
         if pre == "none":
             return
         if pre in ("first", "all"):
@@ -186,7 +187,7 @@ class Runtime:
                 continue
             if pre == "first":
                 return
-        if not self.pool.allowed().any():
+        if not self.pool.allowed()[: len(self.manifest.variants)].any():
             raise BundleError(f"no variant of {str(self.bundle_dir)!r} loads: " + "; ".join(errors)
                               + " (re-export the bundle)")
 
@@ -222,6 +223,8 @@ class Runtime:
                  "why_not": self.pool.why_not(i), "gate": v.gate.status}
                 for i, v in enumerate(self.manifest.variants)
             ],
+            "pairs": [{"name": p.name, "verifier": p.verifier, "drafter": p.drafter,
+                       "why_not": self.pool.why_not_pair(p.name)} for p in self.manifest.pairs],
         }
 
     # ------------------------------------------------------------------ requests
@@ -238,7 +241,7 @@ class Runtime:
             prompt / messages / prompt_ids: exactly one: raw text, chat messages, or token ids.
             params: sampling parameters; `sampling` keywords (max_tokens, temperature, top_k,
                 top_p, seed, stop, ...) override single fields.
-            variant: run this variant (a name), bypassing the controller.
+            variant: run this variant or speculative pair (a name), bypassing the controller.
             priority: higher is served first.
             deadline_s: seconds from now by which generation must have started (default:
                 the config's); past it the request is rejected with `DeadlineExceeded`.
@@ -258,8 +261,14 @@ class Runtime:
             ids = self.intake.prompt(prompt, messages, prompt_ids, tools)
             params = self.intake.sampling(len(ids), params, **sampling)
             budget = self.intake.fields(difficulty, priority, deadline_s)
-            pinned = None
-            if variant is not None:
+            pinned, pair = None, None
+            if variant is not None and variant in self.pool.pairs:
+                pair, pinned = variant, self.variant_index(self.pool.pairs[variant].verifier)
+                why = self.pool.why_not_pair(variant)
+                if why is not None:
+                    raise VariantError(f"pair {variant!r} may not run: {why}; choose another or let the "
+                                       f"controller choose (model {self.name!r})")
+            elif variant is not None:
                 pinned = self.variant_index(variant)
                 why = self.pool.why_not(pinned)
                 if why is not None:
@@ -274,7 +283,8 @@ class Runtime:
         rid = f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         handle = Handle(rid, sink, stream)
         now = time.monotonic()
-        job = _Job(rid, ids, params, pinned, float(difficulty), budget, now, handle, constraint, prompt, messages)
+        job = _Job(rid, ids, params, pinned, pair, float(difficulty), budget, now, handle, constraint, prompt,
+                   messages)
         try:
             handle.entry = self.queue.put(job, priority=priority, deadline=now + budget)
         except (Overloaded, Unavailable) as e:
@@ -417,6 +427,9 @@ class Runtime:
             left = job.submitted + job.deadline_s - started
             d, obs = self.decide(len(job.prompt_ids), job.params.max_tokens, left, job.difficulty, device)
             index, reason, source = int(d.variant), str(d.reason), d.source
+            if index >= len(self.manifest.variants):  # the controller chose a speculative pair
+                job.pair = self.manifest.pairs[index - len(self.manifest.variants)].name
+                index = self.manifest.index(self.manifest.pairs[index - len(self.manifest.variants)].verifier)
             if source == "fallback":
                 self.metrics.fallbacks.inc()
         t.decide_s = time.perf_counter() - t0
@@ -424,13 +437,18 @@ class Runtime:
         capacity = len(job.prompt_ids) + job.params.max_tokens
         retried_from = None
         for attempt in (0, 1):
-            name = self.manifest.variants[index].name
+            pair = job.pair if attempt == 0 else None
+            name = pair or self.manifest.variants[index].name
             self.metrics.selections.labels(name, source).inc()
             try:
-                loaded, load_s = self.pool.get(index, capacity)
+                loaded, speculator, load_s = self.pool.prepare(pair, index, capacity)
+                if pair and speculator is None:
+                    reason = f"{reason}; pair {pair!r} fenced: its verifier alone"
+                    name = self.manifest.variants[index].name
                 t.load_s += load_s
                 gen = Generation(loaded.decoder, self.tokenizer, job.prompt_ids, job.params, timings=t,
-                                 cancelled=lambda: job.handle.cancelled, constraint=job.constraint)
+                                 cancelled=lambda: job.handle.cancelled, constraint=job.constraint,
+                                 speculator=speculator)
                 started_ev = False
                 for delta in gen:
                     if not started_ev:
@@ -440,6 +458,8 @@ class Runtime:
                         job.handle.emit(Event("text", text=delta, logprobs=gen.take_logprobs()))
                 if not started_ev:
                     job.handle.emit(Event("start", variant=name, reason=reason))
+                if speculator is not None and speculator.failed and pair is not None:
+                    self.pool.fence_pair(pair, f"its drafter failed while drafting: {speculator.failed}")
                 break
             except VariantError as e:
                 self.pool.fence(index, str(e))
@@ -466,6 +486,9 @@ class Runtime:
 
     def _account(self, r: Result) -> None:
         t, m = r.timings, self.metrics
+        if t.drafted_tokens:
+            m.drafted.labels(r.variant).inc(t.drafted_tokens)
+            m.accepted.labels(r.variant).inc(t.accepted_tokens)
         m.requests.labels(r.variant, r.finish_reason).inc()
         m.prompt_tokens.labels(r.variant).inc(t.prompt_tokens)
         m.completion_tokens.labels(r.variant).inc(t.completion_tokens)

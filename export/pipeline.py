@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from edge_runtime import bundle as B
+from edge_runtime.engine.pairs import measure_pairs
 from edge_runtime.engine.probe import measure_in_subprocess
 from edge_runtime.engine.session import VariantSession, perplexity
 from edge_runtime.errors import EdgeError, ExportError
@@ -122,9 +123,14 @@ def export_bundle(
                 stats = None  # the remaining variants calibrate sequentially: free the shared statistics
             release_memory()
         manifest = _manifest(lm, dense_info, variants, recipe, calib is not None, shared)
+        pairs = tuple(B.Pair(p.name, p.verifier, p.drafter, p.k_max, p.k_start) for p in recipe.pairs)
+        manifest = replace(manifest, pairs=pairs)
         for record in manifest.variants:  # each variant opens in onnxruntime-genai as well
             record.extra["genai"] = genai.write(tmp, manifest.model, record)
         B.write_manifest(tmp, manifest)
+        if pairs and options.measure_cost:
+            bar.set_postfix_str("pairs: measuring")
+            manifest = measure_pairs(tmp, manifest, options.threads)
     seconds = time.perf_counter() - t_start
     log.info("exported %d variants to %s in %.0f s", len(variants), out, seconds)
     return ExportResult(manifest, seconds, timings)

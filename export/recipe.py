@@ -20,7 +20,14 @@
     parent = "wanda-50"   # a quantized copy of an earlier fp32 variant
     quantization = "int8" # int8 | int4
 
-Variants are exported in file order, densest first (the manifest keeps that order).
+    [[pair]]              # optional: a speculative pair (docs/speculative.md)
+    name = "dense+sparsegpt-70"
+    verifier = "dense"    # a gated variant: the pair's output is its
+    drafter = "sparsegpt-70"  # a variant, or "prompt-lookup"
+    k_max = 6             # most drafts per verification
+
+Variants are exported in file order, densest first (the manifest keeps that order). Pairs
+are measured (edge_runtime.engine.pairs) after the variants are written.
 """
 
 from __future__ import annotations
@@ -69,11 +76,23 @@ class VariantRecipe:
 
 
 @dataclass(frozen=True)
+class PairRecipe:
+    """One speculative pair to declare (and measure) in the bundle."""
+
+    name: str
+    verifier: str  # a variant of this recipe
+    drafter: str  # a variant of this recipe, or "prompt-lookup"
+    k_max: int = 6  # most drafts per verification
+    k_start: int = 3  # k before any acceptance was seen
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe."""
 
     name: str
     variants: tuple[VariantRecipe, ...]
+    pairs: tuple[PairRecipe, ...] = ()
     calibration_samples: int = 64
     calibration_seq_len: int = 512
     ppl_windows: int = 60
@@ -106,7 +125,18 @@ class Recipe:
         for i, v in enumerate(d["variant"]):
             variants.append(_variant(v, f"{where}.variant[{i}]", {x.name: x for x in variants}))
         cal, ev = d.get("calibration", {}), d.get("evaluation", {})
+        names = {v.name for v in variants}
+        pairs = tuple(PairRecipe(**p) for p in d.get("pair", ()))
+        for i, p in enumerate(pairs):
+            at = f"{where}.pair[{i}]"
+            if p.verifier not in names or p.drafter not in names | {"prompt-lookup"}:
+                raise RecipeError(f"{at}: verifier {p.verifier!r} and drafter {p.drafter!r} must be variants of the "
+                                  "recipe (the drafter may also be 'prompt-lookup')")
+            if not 0 <= p.k_start <= p.k_max or p.k_max < 1:
+                raise RecipeError(f"{at}: k_max must be a positive integer and k_start in [0, k_max], got "
+                                  f"{p.k_max}, {p.k_start}")
         return cls(
+            pairs=pairs,
             name=d.get("name", "recipe"),
             description=d.get("description", ""),
             variants=tuple(variants),
@@ -142,6 +172,7 @@ class _RecipeFile:
     calibration: _Calibration = _Calibration()
     evaluation: _Evaluation = _Evaluation()
     variant: tuple[VariantRecipe, ...] = ()  # [[variant]] tables, in export order
+    pair: tuple[PairRecipe, ...] = ()  # [[pair]] tables: speculative pairs
 
 
 def bundled(name: str) -> Recipe:

@@ -31,6 +31,10 @@ bundle *measured* (never from a variant's name):
 
   Retentions are clipped to [0, 1] (a pruned variant that scores above dense on a noisy
   slice is treated as equal to dense).
+
+Speculative pairs (`manifest.pairs`) follow the variants as further actions: the quality and
+the prefill cost of their verifier (the output is the verifier's), the decode cost the pair
+measured (its verifier's until it is measured), allowed when the verifier is.
 """
 
 from __future__ import annotations
@@ -72,9 +76,9 @@ def _slice_retention(scores: dict[str, float], ref: dict[str, float], wanted: Se
 
 @dataclass(frozen=True)
 class VariantCatalog:
-    """Per-variant cost and quality arrays, in manifest order (densest first).
+    """Per-action cost and quality arrays: the manifest's variants (densest first), then its pairs.
 
-    Build it with `from_manifest`; every array has one entry per manifest variant.
+    Build it with `from_manifest`; every array has one entry per action (`Manifest.actions`).
     """
 
     names: tuple[str, ...]
@@ -132,15 +136,24 @@ class VariantCatalog:
                 "retention ppl(dense)/ppl(variant) for them (catalog.py, Q3)"
             )
         allowed = np.array([v.passed for v in variants], dtype=bool)
+        for p in manifest.pairs:
+            j = manifest.index(p.verifier)
+            easy.append(easy[j])
+            hard.append(hard[j])
+        verifiers = [manifest.variant(p.verifier) for p in manifest.pairs]
+        prefill = [v.cost.prefill_ms_per_token for v in variants] + [v.cost.prefill_ms_per_token for v in verifiers]
+        decode = [v.cost.decode_ms_per_token for v in variants] + [
+            p.cost.decode_ms_per_token or v.cost.decode_ms_per_token for p, v in zip(manifest.pairs, verifiers, strict=True)]
+        allowed = np.append(allowed, [v.passed for v in verifiers]).astype(bool)
         if not allowed.any():
             raise BundleError(
                 f"every variant in the bundle failed its gate ({[v.name for v in variants]}); "
                 "re-export with a recipe that keeps a dense variant"
             )
         return cls(
-            names=tuple(v.name for v in variants),
-            prefill_ms=np.array([v.cost.prefill_ms_per_token for v in variants], dtype=np.float64),
-            decode_ms=np.array([v.cost.decode_ms_per_token for v in variants], dtype=np.float64),
+            names=manifest.actions,
+            prefill_ms=np.array(prefill, dtype=np.float64),
+            decode_ms=np.array(decode, dtype=np.float64),
             quality_easy=np.array(easy, dtype=np.float64),
             quality_hard=np.array(hard, dtype=np.float64),
             allowed=allowed,

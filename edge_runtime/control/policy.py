@@ -291,7 +291,7 @@ class OnnxPolicy:
                 f"the policy was trained on observation version {version!r}, this runtime encodes "
                 f"version {observation.OBSERVATION_VERSION}: retrain it with edge-train"
             )
-        names = manifest.names
+        names = manifest.actions
         unknown = [a for a in info.actions if a not in names]
         if unknown or not info.actions:
             raise PolicyError(

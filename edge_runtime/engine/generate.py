@@ -25,6 +25,7 @@ from edge_runtime.engine.sampling import (
     token_logprob,
 )
 from edge_runtime.engine.session import Decoder
+from edge_runtime.engine.speculative import SpecStats, Speculator
 from edge_runtime.engine.tokenizer import Tokenizer
 
 FINISH_REASONS = ("stop", "length", "cancelled")
@@ -42,7 +43,9 @@ class Timings:
     total_s: float = 0.0  # submitted -> finished
     prompt_tokens: int = 0
     completion_tokens: int = 0  # tokens sampled, an end-of-sequence token included
-    decode_steps: int = 0  # forward passes of one token
+    decode_steps: int = 0  # tokens after the first (each one forward pass, unless speculative)
+    drafted_tokens: int = 0  # speculative decoding: tokens the drafter proposed
+    accepted_tokens: int = 0  # of them, kept by the verifier
     energy_j: float | None = None  # measured joules from pickup to finish (None: the board reports no power)
 
     @property
@@ -78,11 +81,15 @@ class Generation:
         eos_ids: tokens that end the sequence (default: the tokenizer's).
         constraint: a grammar the output must follow (`grammar.Constraint`): its mask is applied
             to the logits before sampling; the generation ends ("stop") when the grammar is complete.
+        speculator: draft tokens for `decoder` to verify (a pair); None decodes plainly. A request
+            with a constraint or logprobs decodes plainly on the pair's verifier (the output is the
+            verifier's either way; drafts would need the mask and the logits at every position).
     """
 
     def __init__(self, decoder: Decoder, tokenizer: Tokenizer, prompt_ids: Sequence[int], params: SamplingParams,
                  timings: Timings | None = None, cancelled: Callable[[], bool] | None = None,
-                 eos_ids: frozenset[int] | None = None, constraint: Constraint | None = None) -> None:
+                 eos_ids: frozenset[int] | None = None, constraint: Constraint | None = None,
+                 speculator: Speculator | None = None) -> None:
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.prompt_ids = list(prompt_ids)
@@ -92,38 +99,55 @@ class Generation:
         self.eos_ids = frozenset() if params.ignore_eos and constraint is None else (
             tokenizer.eos_token_ids if eos_ids is None else eos_ids)
         self.constraint = constraint
+        self.speculator = speculator if constraint is None and not params.logprobs else None
+        self.spec = SpecStats()  # drafted / accepted tokens of this generation
         self.token_ids: list[int] = []
         self.logprobs: list[TokenLogprob] = []  # one per returned token (not the final EOS), when asked
         self._logprobs_taken = 0
         self.text = ""  # the final text (grows while iterating)
         self.finish_reason: str | None = None
 
+    def _tokens(self, sampler: Sampler) -> Iterator[tuple[int, np.ndarray | None]]:
+        """The model's tokens with the logits they were drawn from (None when a pair drafted them),
+        one at a time; the caller stops taking them when the text ends and advances the grammar."""
+        if self.speculator is not None:
+            for token in self.speculator.tokens(self.decoder, self.prompt_ids, sampler, self.params.max_tokens,
+                                                self.spec):
+                yield token, None
+            return
+        dec, grammar = self.decoder, self.constraint
+        dec.reset()
+        if grammar is not None:
+            grammar.reset()
+        logits: np.ndarray = dec.prefill(self.prompt_ids)
+        while True:
+            token = sampler(logits if grammar is None else grammar.apply(logits))
+            yield token, logits
+            logits = dec.step(token)
+
     def __iter__(self) -> Iterator[str]:
         p, t = self.params, self.timings
-        dec = self.decoder
-        dec.reset()
         t.prompt_tokens = len(self.prompt_ids)
         sampler = Sampler(p)
         detok = self.tokenizer.stream_decoder(self.prompt_ids)
         stops = p.stop
+        grammar = self.constraint
         pending = ""  # decoded but not yet released (could start a stop string)
         t0 = time.perf_counter()
-        logits: np.ndarray = dec.prefill(self.prompt_ids)
         first, matched = True, False  # matched: a stop string ended the text
-        grammar = self.constraint
-        if grammar is not None:
-            grammar.reset()
-        while True:
-            token = sampler(logits if grammar is None else grammar.apply(logits))
+        tokens = self._tokens(sampler)
+        for token, logits in tokens:
             self.token_ids.append(token)
             if first:
                 t.prefill_s = time.perf_counter() - t0
                 t0, first = time.perf_counter(), False
+            else:
+                t.decode_steps += 1
             t.completion_tokens += 1
             if token in self.eos_ids:
                 self.finish_reason = "stop"
                 break
-            if p.logprobs:
+            if p.logprobs and logits is not None:
                 self.logprobs.append(token_logprob(logits, token, p.top_logprobs))
             if grammar is not None:
                 grammar.advance(token)
@@ -152,8 +176,8 @@ class Generation:
             if self.cancelled():
                 self.finish_reason = "cancelled"
                 break
-            logits = dec.step(token)
-            t.decode_steps += 1
+        tokens.close()
+        t.drafted_tokens, t.accepted_tokens = self.spec.drafted, self.spec.accepted
         if not first:
             t.decode_s = time.perf_counter() - t0
         if not matched:

@@ -28,9 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import Manifest, Variant
+from edge_runtime.bundle import PROMPT_LOOKUP, Manifest, Pair, Variant
 from edge_runtime.engine.providers import resolve as resolve_providers
 from edge_runtime.engine.session import Decoder, VariantSession
+from edge_runtime.engine.speculative import (
+    AdaptiveK,
+    ModelDrafter,
+    PromptLookupDrafter,
+    Speculator,
+    policy_for,
+)
 from edge_runtime.errors import BundleError, VariantError
 from edge_runtime.metrics import Metrics
 
@@ -83,6 +90,9 @@ class VariantPool:
         self.fenced: dict[int, str] = {}  # index -> why
         self.excluded: dict[int, str] = {}  # index -> why it may never run in this pool
         self.loads = 0
+        self.pairs: dict[str, Pair] = {p.name: p for p in manifest.pairs}
+        self.pair_fenced: dict[str, str] = {}  # pair name -> why (its verifier keeps serving)
+        self._k: dict[str, AdaptiveK] = {}  # what each pair learnt about its acceptance, across requests
         self._lock = threading.RLock()
         for i, v in enumerate(manifest.variants):
             if v.gate.status == "fail":
@@ -121,12 +131,13 @@ class VariantPool:
         return (max(weights, v.file_bytes) + kv) / MIB
 
     def allowed(self) -> np.ndarray:
-        """bool [n_variants]: may run now."""
+        """bool [n_actions]: may run now; the variants, then the pairs (`Manifest.actions`)."""
         with self._lock:
             ok = np.ones(len(self.manifest.variants), dtype=bool)
             for i in (*self.excluded, *self.fenced):
                 ok[i] = False
-            return ok
+            pairs = [self.why_not_pair(p.name) is None for p in self.manifest.pairs]
+            return np.append(ok, np.array(pairs, dtype=bool))
 
     def why_not(self, index: int) -> str | None:
         """Why variant `index` may not run (None: it may)."""
@@ -135,8 +146,8 @@ class VariantPool:
                                                 if index in self.fenced else None)
 
     def next_allowed(self, after: int) -> int | None:
-        """The next variant that may run after `after` in manifest order (sparser first), wrapping around."""
-        ok = self.allowed()
+        """The next variant (not pair) that may run after `after` in manifest order (sparser first), wrapping around."""
+        ok = self.allowed()[: len(self.manifest.variants)]
         n = len(ok)
         for k in range(1, n):
             j = (after + k) % n
@@ -158,13 +169,17 @@ class VariantPool:
 
     # -- loading
 
-    def get(self, index: int, capacity: int) -> tuple[Loaded, float]:
+    def get(self, index: int, capacity: int, drafting: bool = False, keep: tuple[int, ...] = ()) -> tuple[Loaded, float]:
         """The loaded variant `index` with room for `capacity` tokens, and the seconds spent loading it now.
+
+        `drafting`: loaded as a pair's drafter, which a failed gate does not forbid (its tokens are
+        all checked); only fencing does. `keep`: variants that must stay loaded (the pair's verifier).
 
         Raises:
             VariantError: it may not run, or it failed to load (then it is fenced).
         """
-        why = self.why_not(index)
+        why = self.why_not(index) if not drafting else (
+            f"fenced after a failure: {self.fenced[index]}" if index in self.fenced else None)
         if why is not None:
             raise VariantError(f"variant {self.manifest.variants[index].name!r} may not run: {why}")
         with self._lock:
@@ -175,7 +190,7 @@ class VariantPool:
                 return hit, 0.0
             v = self.manifest.variants[index]
             est = self.estimate_mb(v)
-            self._make_room(est)
+            self._make_room(est, keep)
             t0 = time.perf_counter()
             try:
                 session = VariantSession(self.root / v.onnx, threads=self.threads, providers=self.providers,
@@ -198,14 +213,101 @@ class VariantPool:
                      ", ".join(session.providers))
             return loaded, load_s
 
-    def _make_room(self, need_mb: float) -> None:
+    def _make_room(self, need_mb: float, keep: tuple[int, ...] = ()) -> None:
         if self.budget_mb is None:
             return
-        while self.loaded and self.used_mb + need_mb > self.budget_mb:
-            index = next(iter(self.loaded))
+        while self.used_mb + need_mb > self.budget_mb:
+            index = next((i for i in self.loaded if i not in keep), None)
+            if index is None:
+                return
             log.info("unloading variant %r to stay under the memory budget (%.0f MiB)",
                      self.manifest.variants[index].name, self.budget_mb)
             self.unload(index)
+
+    # -- speculative pairs
+
+    def why_not_pair(self, name: str) -> str | None:
+        """Why pair `name` may not run (None: it may). Its drafter may have failed its gate, not its verifier."""
+        pair = self.pairs[name]
+        verifier = self.manifest.index(pair.verifier)
+        why = self.why_not(verifier)
+        if why is not None:
+            return f"its verifier {pair.verifier!r} may not run: {why}"
+        if name in self.pair_fenced:
+            return f"fenced after a failure: {self.pair_fenced[name]}"
+        if pair.drafter != PROMPT_LOOKUP:
+            drafter = self.manifest.index(pair.drafter)
+            if drafter in self.fenced:
+                return f"its drafter {pair.drafter!r} was fenced: {self.fenced[drafter]}"
+            need = self.estimate_mb(self.manifest.variants[verifier]) + self.estimate_mb(self.manifest.variants[drafter])
+            if self.budget_mb is not None and need > self.budget_mb:
+                return (f"verifier and drafter together need about {need:.0f} MiB, over the memory budget of "
+                        f"{self.budget_mb:.0f} MiB")
+        return None
+
+    def replace_pair(self, pair: Pair) -> None:
+        """Serve `pair` (e.g. re-measured) in place of the pair of that name, forgetting what k had learnt."""
+        with self._lock:
+            self.pairs[pair.name] = pair
+            self._k.pop(pair.name, None)
+
+    def fence_pair(self, name: str, why: str) -> None:
+        """Never run pair `name` again in this process; its verifier (and drafter) stay servable alone."""
+        with self._lock:
+            if name in self.pair_fenced:
+                return
+            self.pair_fenced[name] = why
+        self.metrics.failures.labels(name).inc()
+        self.metrics.fenced.labels(name).set(1)
+        log.error("pair %r fenced (its verifier keeps serving): %s", name, why)
+
+    def get_pair(self, name: str, capacity: int) -> tuple[Loaded, Speculator, float]:
+        """Pair `name`'s loaded verifier, a speculator over its drafter, and the seconds spent loading.
+
+        Raises:
+            VariantError: the pair may not run, or its verifier failed (that variant is fenced), or its
+                drafter failed to load or does not share the verifier's vocabulary (the pair is fenced).
+        """
+        pair = self.pairs[name]
+        why = self.why_not_pair(name)
+        if why is not None:
+            raise VariantError(f"pair {name!r} may not run: {why}")
+        verifier_index = self.manifest.index(pair.verifier)
+        verifier, load_s = self.get(verifier_index, capacity)
+        if pair.drafter == PROMPT_LOOKUP:
+            drafter = PromptLookupDrafter()
+        else:
+            try:
+                loaded, drafter_s = self.get(self.manifest.index(pair.drafter), capacity, drafting=True,
+                                             keep=(verifier_index,))
+            except VariantError as e:
+                self.fence_pair(name, f"its drafter {pair.drafter!r} failed: {e}")
+                raise VariantError(f"pair {name!r}: drafter {pair.drafter!r} failed ({e})") from e
+            load_s += drafter_s
+            if loaded.session.vocab != verifier.session.vocab:
+                why = (f"drafter {pair.drafter!r} has a vocabulary of {loaded.session.vocab} tokens, verifier "
+                       f"{pair.verifier!r} {verifier.session.vocab}: a drafter must share the verifier's tokenizer")
+                self.fence_pair(name, why)
+                raise VariantError(f"pair {name!r}: {why}")
+            drafter = ModelDrafter(pair.drafter, loaded.decoder)
+        k = self._k.setdefault(name, AdaptiveK(policy_for(pair, self.manifest)))
+        return verifier, Speculator(drafter, k=k), load_s
+
+    def prepare(self, pair: str | None, index: int, capacity: int) -> tuple[Loaded, Speculator | None, float]:
+        """Variant `index` (or pair `pair`'s verifier, `index`, and its speculator) ready to generate.
+
+        A pair whose drafter fails is fenced and the variant is returned alone, without a speculator;
+        a failing verifier raises, as any variant does.
+        """
+        if pair is not None and pair not in self.pair_fenced:
+            try:
+                return self.get_pair(pair, capacity)
+            except VariantError as e:
+                if self.why_not(index) is not None:  # the verifier itself: the caller fences and retries
+                    raise
+                log.warning("pair %r failed (%s): serving its verifier alone", pair, e)
+        loaded, load_s = self.get(index, capacity)
+        return loaded, None, load_s
 
     @property
     def used_mb(self) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.engine.session import VariantSession
-from edge_runtime.errors import VariantError
+from edge_runtime.errors import EdgeError, VariantError
 
 PROMPT_TOKENS = 128
 DECODE_TOKENS = 32
@@ -87,14 +87,24 @@ def measure_in_subprocess(path: str | Path, threads: int | None = None, timeout_
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", help="a variant's model.onnx")
+    ap.add_argument("model", nargs="?", help="a variant's model.onnx")
+    ap.add_argument("--pairs", metavar="BUNDLE", help="instead: re-measure every speculative pair of BUNDLE and "
+                    "write the results into its manifest")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     ap.add_argument("--prompt-tokens", type=int, default=PROMPT_TOKENS)
     ap.add_argument("--decode-tokens", type=int, default=DECODE_TOKENS)
     args = ap.parse_args(argv)
+    if (args.model is None) == (args.pairs is None):
+        ap.error("give a model.onnx, or --pairs BUNDLE")
     try:
+        if args.pairs:
+            from edge_runtime.engine.pairs import measure_pairs
+
+            m = measure_pairs(args.pairs, threads=args.threads)
+            print(json.dumps([p.to_dict() for p in m.pairs], indent=1))
+            return 0
         print(json.dumps(measure(args.model, args.threads, args.prompt_tokens, args.decode_tokens)))
-    except VariantError as e:
+    except EdgeError as e:
         print(f"edge-probe: {e}", file=sys.stderr)
         return 2
     return 0

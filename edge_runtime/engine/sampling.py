@@ -91,6 +91,11 @@ class Sampler:
         self.counts: dict[int, int] = {}  # generated token -> times, for the penalties
         self._penalize = params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
 
+    @property
+    def penalized(self) -> bool:
+        """Presence or frequency penalties are on (each token then depends on all earlier ones)."""
+        return self._penalize
+
     def __call__(self, logits: np.ndarray) -> int:
         p = self.params
         if self._penalize and self.counts:
@@ -132,6 +137,29 @@ class Sampler:
             keep = min(int(np.searchsorted(mass, p.top_p * ref)) + 1, cand.size)
             cand, w = cand[:keep], w[:keep]
         return int(cand[_draw(w, self.rng)])
+
+    def probs(self, logits: np.ndarray) -> np.ndarray:
+        """The distribution [vocab] (float64, sums to 1) that sampling draws from: temperature,
+        then top-k, then top-p. Speculative sampling compares two of these (the verifier's and
+        the drafter's); penalties are not applied (the speculative path refuses them).
+        """
+        p = self.params
+        x = np.asarray(logits, dtype=np.float64)
+        z = np.exp((x - x.max()) / p.temperature)  # [V]
+        vocab = z.shape[0]
+        k = p.top_k if 0 < p.top_k < vocab else 0
+        if k:
+            z[np.argpartition(-z, k - 1)[k:]] = 0.0
+        if p.top_p < 1.0:
+            order = np.argsort(-z, kind="stable")
+            mass = np.cumsum(z[order])
+            keep = min(int(np.searchsorted(mass, p.top_p * mass[-1])) + 1, vocab)
+            z[order[keep:]] = 0.0
+        return z / z.sum()
+
+    def draw(self, probs: np.ndarray) -> int:
+        """A token drawn from `probs` [vocab] (weights >= 0, not all 0) with this request's generator."""
+        return _draw(probs, self.rng)
 
 
 _BLOCK = 256

@@ -216,13 +216,34 @@ class Decoder:
 
     def prefill(self, ids: np.ndarray | list[int]) -> np.ndarray:
         """Append `ids` to the sequence; the logits [vocab] after its last token (a copy)."""
+        return self._append(ids, every=False)[-1]
+
+    def extend(self, ids: np.ndarray | list[int]) -> np.ndarray:
+        """Append `ids` in one forward pass per chunk; the logits [S, vocab] after each of them (a copy).
+
+        Speculative decoding scores k drafted tokens this way: one pass instead of k steps.
+        """
+        return self._append(ids, every=True)
+
+    def rollback(self, length: int) -> None:
+        """Keep only the first `length` tokens of the sequence, in place.
+
+        Nothing is copied or cleared: the attention mask's length is what the graph reads
+        as the valid part of the cache, so the next write lands on the first forgotten
+        position and overwrites it.
+        """
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot roll back to {length} tokens: the sequence has {self.length}")
+        self.length = length
+
+    def _append(self, ids: np.ndarray | list[int], every: bool) -> np.ndarray:
         ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(1, -1))  # [1, S]
         n = ids.shape[1]
         if n == 0:
             raise ValueError("prefill needs at least one token")
         if self.length + n > self.capacity:
             raise ValueError(f"{self.length + n} tokens do not fit a decoder of capacity {self.capacity}")
-        io, last = self._io, None
+        io, rows = self._io, []
         for start in range(0, n, self.prefill_chunk):
             chunk = ids[:, start : start + self.prefill_chunk]  # [1, c]
             self.length += chunk.shape[1]
@@ -230,10 +251,12 @@ class Decoder:
             self._bind_mask(self.length)
             io.bind_output("logits", "cpu")  # [1, c, vocab], allocated by ORT, dropped after the chunk
             self._run()
-            last = io.get_outputs()[0].numpy()[0, -1].copy() if start + chunk.shape[1] >= n else None
+            if every or start + chunk.shape[1] >= n:
+                logits = io.get_outputs()[0].numpy()[0]  # [c, vocab]
+                rows.append(logits.copy() if every else logits[-1:].copy())
         self._bind_step()
-        assert last is not None
-        return last.astype(np.float32, copy=False)  # sampling in float32 whatever the graph's type
+        out = rows[0] if len(rows) == 1 else np.concatenate(rows)
+        return out.astype(np.float32, copy=False)  # sampling in float32 whatever the graph's type
 
     def _bind_step(self) -> None:
         io = self._io

@@ -254,6 +254,12 @@ def _model_list(rt: Runtime, config: ServerConfig) -> dict[str, Any]:
             "allowed": bool(allowed[i]), "loaded": i in rt.pool.loaded, "perplexity": v.quality.perplexity,
             "providers": lo.session.providers if (lo := rt.pool.loaded.get(i)) else None,  # what ORT took
             "decode_ms_per_token": v.cost.decode_ms_per_token}})
+    for p in rt.manifest.pairs:  # speculative pairs: the verifier's output at (ideally) the drafter's speed
+        why = rt.pool.why_not_pair(p.name)
+        data.append({"id": p.name, "object": "model", "created": created, "owned_by": "edge-runtime", "edge": {
+            "pair": True, "verifier": p.verifier, "drafter": p.drafter, "allowed": why is None, "why_not": why,
+            "acceptance": p.acceptance, "decode_ms_per_token": p.cost.decode_ms_per_token,
+            "perplexity": rt.manifest.variant(p.verifier).quality.perplexity}})
     return {"object": "list", "data": data}
 
 
@@ -394,11 +400,11 @@ def _resolve_model(rt: Runtime, config: ServerConfig, model: str | None) -> str 
     """None (the controller chooses) for the bundle's names; the variant for a variant's name."""
     if model is None or model in _auto_names(rt, config) or model == rt.name:
         return None
-    if model in rt.manifest.names:
+    if model in rt.manifest.names or model in rt.pool.pairs:
         return model
     raise StarletteHTTPException(
         404, f"model {model!r} not found: use {_auto_names(rt, config)[0]!r} to let the controller choose, or one "
-             f"of the servable variants {[n for n, ok in zip(rt.manifest.names, rt.allowed(), strict=True) if ok]}")
+             f"of the servable variants {[n for n, ok in zip(rt.manifest.actions, rt.allowed(), strict=True) if ok]}")
 
 
 def _ascii(text: str) -> str:

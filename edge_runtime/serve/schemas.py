@@ -152,6 +152,8 @@ class Timings(BaseModel):
     predicted_per_second: float
     total_ms: float
     energy_j: float | None = None  # measured joules of the request; absent where the board reports no power
+    drafted_n: int = 0  # speculative pairs: tokens the drafter proposed
+    accepted_n: int = 0  # of them, kept by the verifier
 
 
 class CompletionChoice(BaseModel):
@@ -261,7 +263,8 @@ def timings(r: Result) -> dict[str, float]:
             "prompt_n": t.prompt_tokens, "prompt_ms": 1e3 * t.prefill_s, "prompt_per_second": t.prefill_tokens_per_s,
             "predicted_n": t.completion_tokens, "predicted_ms": 1e3 * (t.prefill_s + t.decode_s),
             "predicted_per_token_ms": t.decode_ms_per_token, "predicted_per_second": t.decode_tokens_per_s,
-            "total_ms": 1e3 * t.total_s, **({"energy_j": t.energy_j} if t.energy_j is not None else {})}
+            "total_ms": 1e3 * t.total_s, "drafted_n": t.drafted_tokens, "accepted_n": t.accepted_tokens,
+            **({"energy_j": t.energy_j} if t.energy_j is not None else {})}
 
 
 def completion_body(r: Result, rid: str, created: int, chat: bool) -> dict[str, Any]:

@@ -57,9 +57,11 @@ def make_controller(spec: str, bundle_dir: str | os.PathLike[str], manifest: Man
         return RulePolicy(catalog)
     if spec.startswith("static:"):
         name = spec.split(":", 1)[1]
-        i = manifest.index(name)
+        i = manifest.action_index(name)
         if not catalog.allowed[i]:
-            raise VariantError(f"variant {name!r} failed its gate ({list(manifest.variants[i].gate.failed)}) "
+            pair = manifest.pair(name)
+            v = manifest.variant(pair.verifier if pair else name)
+            raise VariantError(f"variant {v.name!r} failed its gate ({list(v.gate.failed)}) "
                                "and is never run; pick another static variant")
         return StaticPolicy(i)
     if spec == "oracle":
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             report = simulate(args.bundle, args.profile, args.controller, seed=args.seed, reward=reward)
         if args.plot:
-            plot_report(report, read_manifest(args.bundle).names, args.plot)
+            plot_report(report, read_manifest(args.bundle).actions, args.plot)
     except EdgeError as e:
         print(f"edge-sim: error: {e}", file=sys.stderr)
         return 2

@@ -55,7 +55,7 @@ class RuntimeBackend:
         prompt = max(1, min(request.prompt_tokens, self.runtime.max_prompt_tokens))
         new = max(1, min(request.max_new_tokens, ctx - prompt))
         r = self.runtime.generate(prompt_ids=self.prompt(prompt), max_tokens=new, ignore_eos=True,
-                                  variant=self.runtime.manifest.variants[variant].name, difficulty=request.hard)
+                                  variant=self.runtime.manifest.actions[variant], difficulty=request.hard)
         self.results.append(r)
         t = r.timings
         work = t.prefill_s + t.decode_s + (t.load_s if self.include_load else 0.0)
@@ -66,7 +66,7 @@ class RuntimeBackend:
     def calibration(self) -> dict[str, dict[str, float]]:
         """Per variant served: requests, predicted and measured compute seconds, and their ratio."""
         out: dict[str, dict[str, float]] = {}
-        names = self.runtime.manifest.names
+        names = self.runtime.manifest.actions
         for variant, predicted, measured in self.work:
             row = out.setdefault(names[variant], {"requests": 0, "predicted_s": 0.0, "measured_s": 0.0})
             row["requests"] += 1

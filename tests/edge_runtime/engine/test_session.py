@@ -78,3 +78,24 @@ def test_spinning_is_configurable(tiny_bundle, spin, entry):
     m = read_manifest(tiny_bundle)
     s = VariantSession(tiny_bundle / m.variants[0].onnx, threads=1, storage="dense", spin=spin)
     assert s.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == entry
+
+
+def test_extend_scores_every_token_and_rollback_overwrites_in_place(session):
+    """Speculative decoding's two primitives: k tokens in one pass equal k steps, and a
+    rollback makes the next write replace the rejected positions (no copy of the cache)."""
+    rng = np.random.default_rng(1)
+    prompt, good, bad = (rng.integers(0, session.vocab, n) for n in (9, 4, 5))
+    dec = session.decoder(capacity=40, prefill_chunk=3)
+    dec.prefill(prompt)
+    many = dec.extend(good)  # [4, vocab]
+    assert many.shape == (4, session.vocab) and dec.length == 13
+    ref = session.decoder(capacity=40)
+    ref.prefill(prompt)
+    steps = np.stack([ref.step(int(t)).copy() for t in good])
+    np.testing.assert_allclose(many, steps, atol=1e-4)
+    dec.extend(bad)  # rejected drafts: written into the cache, then forgotten
+    dec.rollback(13)
+    after = dec.step(7).copy()
+    np.testing.assert_allclose(after, ref.step(7), atol=1e-4)
+    with pytest.raises(ValueError, match="cannot roll back to 20 tokens: the sequence has 14"):
+        dec.rollback(20)
