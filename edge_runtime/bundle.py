@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from edge_runtime.errors import BundleError, VariantError
@@ -55,6 +55,17 @@ def _check(d: dict[str, Any], key: str, types: type | tuple[type, ...], where: s
         names = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
         raise BundleError(f"{where}: {key!r} must be {names}, got {type(value).__name__} {value!r}")
     return value
+
+
+def _inside(path: Any, where: str, key: str) -> str:
+    """`path` if it is a relative path that stays inside the bundle (no absolute path, no `..`)."""
+    if not isinstance(path, str) or not path.strip():
+        raise BundleError(f"{where}: {key!r} must be a path relative to the bundle, got {path!r}")
+    pure = PurePosixPath(path.replace("\\", "/"))
+    if pure.is_absolute() or PureWindowsPath(path).drive or ".." in pure.parts:
+        raise BundleError(f"{where}: {key!r} must stay inside the bundle (a relative path without '..'), "
+                          f"got {path!r}; re-export the bundle")
+    return path
 
 
 def _opt_float(d: dict[str, Any], key: str, where: str) -> float | None:
@@ -192,7 +203,7 @@ class Variant:
             structured=_check(d, "structured", bool, where),
             quantization=_check(d, "quantization", str, where),
             parent=parent,
-            onnx=_check(d, "onnx", str, where),
+            onnx=_inside(_check(d, "onnx", str, where), where, "onnx"),
             params=_check(d, "params", int, where),
             nonzero_params=_check(d, "nonzero_params", int, where),
             file_bytes=_check(d, "file_bytes", int, where),
@@ -267,13 +278,22 @@ class ModelInfo:
         if tpl is not None and not isinstance(tpl, str):
             raise BundleError(f"{where}: 'chat_template' must be a string or null")
         _, extra = _split(d, cls)
+        sizes = {k: _check(d, k, int, where) for k in ("context_length", "num_layers", "vocab_size")}
+        for key, value in sizes.items():
+            if value < 1:
+                raise BundleError(f"{where}: {key!r} must be a positive integer, got {value}; re-export the bundle")
+        for tid in (d.get("bos_token_id"), *eos):
+            if tid is not None and (isinstance(tid, bool) or not isinstance(tid, int)
+                                    or not 0 <= tid < sizes["vocab_size"]):
+                raise BundleError(f"{where}: token ids 'bos_token_id' and 'eos_token_ids' must be integers in "
+                                  f"[0, {sizes['vocab_size']}) or null, got {tid!r}; re-export the bundle")
         return cls(
             source=_check(d, "source", str, where),
             architecture=_check(d, "architecture", str, where),
             params=_check(d, "params", int, where),
-            context_length=_check(d, "context_length", int, where),
-            num_layers=_check(d, "num_layers", int, where),
-            vocab_size=_check(d, "vocab_size", int, where),
+            context_length=sizes["context_length"],
+            num_layers=sizes["num_layers"],
+            vocab_size=sizes["vocab_size"],
             bos_token_id=d.get("bos_token_id"),
             eos_token_ids=tuple(eos),
             chat_template=tpl,
@@ -312,8 +332,8 @@ class ControllerInfo:
         if not isinstance(d, dict):
             raise BundleError(f"{where} must be a JSON object or null, got {type(d).__name__}")
         policy = d.get("policy")
-        if policy is not None and not isinstance(policy, str):
-            raise BundleError(f"{where}: 'policy' must be a path or null, got {policy!r}")
+        if policy is not None:
+            _inside(policy, where, "policy")
         obs, acts = d.get("observation", []), d.get("actions", [])
         for key, val in (("observation", obs), ("actions", acts)):
             if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
@@ -367,7 +387,7 @@ class Manifest:
             model=ModelInfo.from_dict(d.get("model")),
             variants=variants,
             controller=ControllerInfo.from_dict(d.get("controller")),
-            tokenizer=d.get("tokenizer", TOKENIZER),
+            tokenizer=_inside(d.get("tokenizer", TOKENIZER), "manifest", "tokenizer"),
             format=fmt,
             extra=extra,
         )
@@ -474,11 +494,12 @@ def write_manifest(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> No
 
 
 def check_files(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> None:
-    """Raise `BundleError` naming the first file the manifest points to that is missing."""
+    """Raise `BundleError` naming the first file the manifest points to that is missing.
+
+    The controller's policy is not required: without it the rule policy decides (with a warning,
+    `edge_runtime.control.policy.load_policy`), as it does when the file is corrupt."""
     root = Path(bundle_dir)
     wanted = [manifest.tokenizer] + [v.onnx for v in manifest.variants]
-    if manifest.controller.policy:
-        wanted.append(manifest.controller.policy)
     for rel in wanted:
         if not (root / rel).is_file():
             raise BundleError(f"bundle {str(root)!r} is missing {rel!r}; re-export the bundle with edge-export")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,10 @@ class Tokenizer:
             log.warning("the bundle has no chat template: chat requests use a plain 'role: content' prompt")
         self.chat_template = chat_template or FALLBACK_TEMPLATE
         self._template = _compile(self.chat_template)
+        # a copy that splits special-token text like any other (`tokenizers`' encode_special_tokens):
+        # a copy rather than a toggle, because requests are encoded on several threads at once
+        self._plain_tokenizer = _HFTokenizer.from_str(tokenizer.to_str())
+        self._plain_tokenizer.encode_special_tokens = True
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | os.PathLike[str], manifest: Manifest) -> Tokenizer:
@@ -76,12 +82,14 @@ class Tokenizer:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def render_chat(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
-        """The prompt for `messages` ([{"role", "content"}, ...]) through the chat template.
+        """The prompt for `messages` ([{"role", "content"}, ...]) through the chat template, as text.
 
         Raises:
             RequestError: a message is malformed or the template refuses it.
         """
-        msgs = [_check_message(m, i) for i, m in enumerate(messages)]
+        return self._render([_check_message(m, i) for i, m in enumerate(messages)], add_generation_prompt)
+
+    def _render(self, msgs: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
         if not msgs:
             raise RequestError("messages must hold at least one message")
         special = {"bos_token": self._special(self.bos_token_id), "eos_token": self._special(
@@ -94,14 +102,46 @@ class Tokenizer:
             raise RequestError(f"the chat template cannot render these messages ({type(e).__name__}: {e})") from e
 
     def encode_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        """Token ids of the rendered chat prompt (the template writes the special tokens itself)."""
-        return self.encode(self.render_chat(messages), add_special_tokens=False)
+        """Token ids of the chat prompt: the template's markup may give special tokens, the contents never.
+
+        The template is rendered with a placeholder in place of each message's content; the
+        markup between placeholders is encoded with special tokens recognized (`<|im_start|>`),
+        each content as plain text, so that `<|im_end|>` typed by a user is ordinary text and
+        cannot close its turn or forge another role. A template that alters contents (trims
+        them, say) is applied to the placeholders, not to the text.
+        """
+        msgs = [_check_message(m, i) for i, m in enumerate(messages)]
+        tag = f"\x00edge-{secrets.token_hex(6)}-"
+        contents = [m["content"] for m in msgs]
+        rendered = check_text(self._render([{**m, "content": f"{tag}{i}\x00"} for i, m in enumerate(msgs)]),
+                              "messages")  # other message fields (`name`) reach the markup
+        ids: list[int] = []
+        for i, piece in enumerate(re.split(re.escape(tag) + r"(\d+)\x00", rendered)):
+            if i % 2 == 0:  # the template's own markup
+                ids += self.encode(piece, add_special_tokens=False) if piece else []
+            elif contents[int(piece)]:
+                ids += self._plain(contents[int(piece)])
+        return ids
+
+    def _plain(self, text: str) -> list[int]:
+        """Token ids of `text` with special-token strings in it encoded as ordinary text."""
+        return self._plain_tokenizer.encode(text, add_special_tokens=False).ids
 
     def _special(self, token_id: int | None) -> str:
         return (self.tokenizer.id_to_token(token_id) or "") if token_id is not None else ""
 
     def stream_decoder(self, prompt_ids: Sequence[int] = ()) -> StreamDecoder:
         return StreamDecoder(self, prompt_ids)
+
+
+def check_text(text: str, where: str) -> str:
+    """`text` if it is valid Unicode; a lone surrogate (JSON allows "\\ud800") cannot be tokenized."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(f"{where} holds an unpaired surrogate ({text[e.start]!r} at character {e.start}), "
+                           "which is not text; send valid UTF-8") from None
+    return text
 
 
 def _check_message(m: Any, i: int) -> dict[str, Any]:
@@ -119,7 +159,7 @@ def _check_message(m: Any, i: int) -> dict[str, Any]:
         content = ""
     if not isinstance(content, str):
         raise RequestError(f"messages[{i}].content must be a string, got {type(content).__name__}")
-    return {**m, "role": role, "content": content}
+    return {**m, "role": role, "content": check_text(content, f"messages[{i}].content")}
 
 
 def _compile(source: str) -> Any:

@@ -2,9 +2,10 @@
 
 Validation is strict (a string is not a number, `true` is not an integer), so a wrong
 type is a 400 with the field's name rather than a silent coercion. Fields an OpenAI
-client may send but this server does not act on (`user`, `logit_bias`, ...) are
+client may send that change nothing in the answer (`user`, `service_tier`, ...) are
 accepted and ignored; the ones whose meaning it cannot honour (`n` > 1, `echo`,
-`logprobs`) are refused.
+`logprobs`, and every field in `UNSUPPORTED_FIELDS`: `tools`, `response_format`, ...)
+are refused with 400 naming the field.
 
 Extensions to OpenAI's request bodies (all optional): `top_k`, `priority` (higher is
 served first), `deadline_s` (seconds from arrival by which generation must start),
@@ -18,12 +19,30 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
     from edge_runtime.request import Result
 
 MAX_STOP = 4
+
+# OpenAI request fields whose meaning this server does not honour (yet): a request that sets one
+# gets 400 naming it, never a silently different answer. Delete a name here when it is implemented.
+UNSUPPORTED_FIELDS: dict[str, str] = {
+    "tools": "tool calling",
+    "tool_choice": "tool calling",
+    "parallel_tool_calls": "tool calling",
+    "functions": "function calling",
+    "function_call": "function calling",
+    "response_format": "structured output (JSON mode, JSON schema)",
+    "logit_bias": "logit bias",
+    "top_logprobs": "log probabilities",
+    "modalities": "audio output",
+    "audio": "audio output",
+    "prediction": "predicted outputs",
+    "web_search_options": "web search",
+}
 
 
 class _Strict(BaseModel):
@@ -35,6 +54,17 @@ class StreamOptions(_Strict):
 
 
 class _Sampling(_Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, what in UNSUPPORTED_FIELDS.items():
+                if data.get(name) not in (None, [], {}):
+                    raise PydanticCustomError(
+                        "unsupported_field", "{field}: {what} is not supported by this server; leave the field out",
+                        {"field": name, "what": what})
+        return data
+
     model: str | None = Field(None, description="the bundle's name (the controller chooses) or a variant's name (pinned)")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
@@ -43,7 +73,7 @@ class _Sampling(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = Field(None, description=f"up to {MAX_STOP} stop strings")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     user: str | None = None
