@@ -64,7 +64,10 @@ def validation_message(e: RequestValidationError) -> str:
         loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
         if err.get("type") == "json_invalid":
             return f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        if err.get("type") == "unsupported_field":  # the message names the field itself
+            parts.append(str(err.get("msg")))
+        else:
+            parts.append(f"{loc or 'body'}: {err.get('msg')}")
     return "; ".join(parts) or "invalid request"
 
 

@@ -78,3 +78,37 @@ def test_wait_healthy_fails_fast_on_exit_and_on_timeout(port):
         wait_healthy(url, gone)
     with pytest.raises(EdgeError, match=r"/health did not say ok within 0.3 s"):
         wait_healthy(url, timeout_s=0.3, poll_s=0.05)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_past_grace_accepted_requests_get_503_envelopes(tiny_bundle, port):
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SLOW_STEP_S": "0.05", "EDGE_SIGNALS": "static"}
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "slow_serve.py"), "--bundle", str(tiny_bundle), "--port", str(port),
+         "--threads", "1", "--grace-s", "1", "--log-level", "warning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    answers: list[httpx.Response] = []
+    try:
+        wait_healthy(url, proc, poll_s=0.1)
+
+        def slow():  # ~10 s of decoding: far past the grace period
+            answers.append(httpx.post(url + "/v1/completions", timeout=60,
+                                      json={"prompt": "y", "max_tokens": 200, "ignore_eos": True}))
+
+        threads = [threading.Thread(target=slow) for _ in range(2)]  # one running, one queued
+        for t in threads:
+            t.start()
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(30)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(answers) == 2
+    for r in answers:
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert r.json()["error"]["type"] == "unavailable_error" and "shut down" in r.json()["error"]["message"]
