@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     for noisy in ("transformers", "accelerate", "onnxruntime", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.threads is not None and args.threads < 1:
+        print(f"edge-export: error: --threads must be >= 1, got {args.threads} (leave it out to use every core)",
+              file=sys.stderr)
+        return 2
     try:
         from export import recipe as R
         from export.pipeline import ExportOptions, check_output_dir, export_bundle
