@@ -93,6 +93,7 @@ class State:
         self.owns_runtime = True  # opened (and so closed) by the app, not handed in by the caller
         self.status = "loading"
         self.error: str | None = None
+        self.exit_code = 0  # what edge-serve exits with: 2 for a bad bundle (an EdgeError), 1 for anything else
         self.on_fatal: Callable[[], None] = lambda: None
         self._stopping = threading.Lock()
 
@@ -103,6 +104,7 @@ class State:
         for path in sorted({str(bundle.resolve()), str(bundle.absolute()), str(bundle)}, key=len, reverse=True):
             message = message.replace(path, bundle.resolve().name)
         self.status, self.error = "error", message
+        self.exit_code = 2 if isinstance(e, EdgeError) else 1
         self.on_fatal()
 
     def stop(self, grace_s: float) -> None:

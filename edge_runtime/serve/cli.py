@@ -6,7 +6,7 @@ The bundle's manifest is read and checked once, before a port is bound, and hand
 app, which opens the runtime in the background (`/health` answers 503 until it is ready).
 SIGTERM (or Ctrl-C) stops accepting connections, lets accepted requests finish within
 `--grace-s` (past it they get 503 with Retry-After), then exits 0. A bundle that fails to
-open in the background stops the server with exit status 1 and the reason on stderr.
+open in the background stops the server with exit status 2 and the reason on stderr.
 """
 
 from __future__ import annotations
@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(config: ServerConfig, manifest: Manifest | None = None) -> int:
-    """Run uvicorn until SIGTERM/SIGINT; 0 after a clean shutdown, 1 if the bundle failed to open.
+    """Run uvicorn until SIGTERM/SIGINT; 0 after a clean shutdown, 2 if the bundle failed to open in the
+    background (as a bad bundle found before binding does, so that supervisors do not restart in a
+    loop on it), 1 if opening it failed some other way (out of memory, say).
 
     On shutdown the runtime drains first (accepted requests get `--grace-s`, then 503), while
     uvicorn waits a little longer for the answers to be written."""
@@ -201,7 +203,7 @@ def serve(config: ServerConfig, manifest: Manifest | None = None) -> int:
     server.run()
     if state.status == "error":
         print(f"edge-serve: error: the bundle could not be opened: {state.error}", file=sys.stderr)
-        return 1
+        return state.exit_code
     return 0
 
 

@@ -56,7 +56,7 @@ def _break(bundle, how: str) -> None:
     ("corrupt tokenizer", "cannot read the tokenizer"),
     ("chat template", "chat template does not compile"),
 ])
-def test_a_bundle_that_fails_to_open_exits_1_and_says_why(bundle_copy, capsys, how, message):
+def test_a_bundle_that_fails_to_open_exits_2_and_says_why(bundle_copy, capsys, how, message):
     _break(bundle_copy, how)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -66,7 +66,7 @@ def test_a_bundle_that_fails_to_open_exits_1_and_says_why(bundle_copy, capsys, h
         for s, h in handlers.items():
             signal.signal(s, h)
     err = capsys.readouterr().err
-    assert code == 1 and "edge-serve: error: the bundle could not be opened" in err and message in err, err
+    assert code == 2 and "edge-serve: error: the bundle could not be opened" in err and message in err, err
 
 
 def test_context_length_zero_is_refused_before_binding(bundle_copy, capsys):
