@@ -21,16 +21,27 @@ HERE = Path(__file__).parent
 ROOT = HERE.parents[2]
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_sigterm_drains_then_exits_zero(tiny_bundle, port):
+def start_slow_server(bundle: Path, port: int, step_s: float, grace_s: float) -> tuple[str, subprocess.Popen]:
+    """edge-serve in a process whose decode steps each take `step_s`; returns once it is healthy."""
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SLOW_STEP_S": "0.02", "EDGE_SIGNALS": "static"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SLOW_STEP_S": str(step_s), "EDGE_SIGNALS": "static"}
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "slow_serve.py"), "--bundle", str(tiny_bundle), "--port", str(port),
-         "--threads", "1", "--grace-s", "20", "--log-level", "warning"],
+        [sys.executable, str(HERE / "slow_serve.py"), "--bundle", str(bundle), "--port", str(port),
+         "--threads", "1", "--grace-s", str(grace_s), "--log-level", "warning"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_healthy(url, proc, poll_s=0.1)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return url, proc
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_drains_then_exits_zero(tiny_bundle, port):
+    url, proc = start_slow_server(tiny_bundle, port, step_s=0.02, grace_s=20)
+    try:
         streamed: list[str] = []
         queued: list[int] = []
         first_line = threading.Event()
@@ -82,15 +93,9 @@ def test_wait_healthy_fails_fast_on_exit_and_on_timeout(port):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_past_grace_accepted_requests_get_503_envelopes(tiny_bundle, port):
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SLOW_STEP_S": "0.05", "EDGE_SIGNALS": "static"}
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "slow_serve.py"), "--bundle", str(tiny_bundle), "--port", str(port),
-         "--threads", "1", "--grace-s", "1", "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url, proc = start_slow_server(tiny_bundle, port, step_s=0.05, grace_s=1)
     answers: list[httpx.Response] = []
     try:
-        wait_healthy(url, proc, poll_s=0.1)
 
         def slow():  # ~10 s of decoding: far past the grace period
             answers.append(httpx.post(url + "/v1/completions", timeout=60,
