@@ -97,13 +97,17 @@ class State:
         self.on_fatal: Callable[[], None] = lambda: None
         self._stopping = threading.Lock()
 
-    def fail(self, e: BaseException) -> None:
-        """The bundle cannot be served: say why (without the machine's paths) and stop the server."""
+    def public(self, message: str) -> str:
+        """`message` with the bundle's location on this machine replaced by the bundle's name: what a
+        client may read (`ORT cannot load 'smollm2-135m/variants/...'`)."""
         bundle = Path(self.config.bundle)
-        message = str(e)
         for path in sorted({str(bundle.resolve()), str(bundle.absolute()), str(bundle)}, key=len, reverse=True):
             message = message.replace(path, bundle.resolve().name)
-        self.status, self.error = "error", message
+        return message
+
+    def fail(self, e: BaseException) -> None:
+        """The bundle cannot be served: say why (without the machine's paths) and stop the server."""
+        self.status, self.error = "error", self.public(str(e))
         self.exit_code = 2 if isinstance(e, EdgeError) else 1
         self.on_fatal()
 
@@ -156,7 +160,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None, *,
     app = FastAPI(title="edge-serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="OpenAI-compatible API over an adaptive-sparsity bundle; see edge_runtime.serve.app")
     app.state.edge = state
-    _error_handlers(app, _auth(config))
+    _error_handlers(app, _auth(config), state.public)
     guarded = [Depends(_auth(config))]
     _native_routes(app, state, guarded)
     _openai_routes(app, state, guarded)
@@ -167,12 +171,12 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None, *,
     return app
 
 
-def _error_handlers(app: FastAPI, auth: Callable[[Request], None]) -> None:
+def _error_handlers(app: FastAPI, auth: Callable[[Request], None], public: Callable[[str], str]) -> None:
     """Every failure leaves as the one error envelope."""
 
     @app.exception_handler(EdgeError)
     async def _edge(request: Request, e: EdgeError) -> JSONResponse:
-        return edge_error_response(e)
+        return edge_error_response(e, public)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -321,7 +325,7 @@ async def _serve(state: State, request: Request, body: Any, source: dict[str, An
                "X-Request-Id": handle.id}
     if first.kind == "start" and body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(rt, handle, events, first, created, chat, include_usage),
+        return StreamingResponse(_sse(rt, handle, events, first, created, chat, include_usage, state),
                                  media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
     assert ev.result is not None
     if ev.result.finish_reason == "cancelled" and state.status == "shutting_down":
@@ -339,7 +343,7 @@ async def _cancel_when_gone(request: Request, rt: Runtime, handle: Handle) -> No
 
 
 async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first: Event, created: int,
-               chat: bool, include_usage: bool) -> AsyncIterator[bytes]:
+               chat: bool, include_usage: bool, state: State) -> AsyncIterator[bytes]:
     kind = "chat.completion.chunk" if chat else "text_completion"
     base = {"id": handle.id, "object": kind, "created": created, "model": first.variant}
     extra = {"usage": None} if include_usage else {}
@@ -362,7 +366,13 @@ async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first:
                 yield chunk(ev.text, None)
             elif ev.kind == "error":
                 assert ev.error is not None
-                err = edge_error_response(ev.error)
+                err = edge_error_response(ev.error, state.public)
+                yield schemas.sse({"error": json.loads(err.body)["error"]})
+                break
+            elif ev.kind == "done" and ev.result is not None and ev.result.finish_reason == "cancelled" \
+                    and state.status == "shutting_down":  # stopped by the shutdown past --grace-s
+                err = edge_error_response(Unavailable("the server shut down before this request finished; retry "
+                                                      "it", retry_after_s=5.0))
                 yield schemas.sse({"error": json.loads(err.body)["error"]})
                 break
             elif ev.kind == "done":

@@ -51,11 +51,12 @@ def error_response(code: int, message: str, kind: str, headers: dict[str, str] |
                         headers=headers)
 
 
-def edge_error_response(e: EdgeError) -> JSONResponse:
+def edge_error_response(e: EdgeError, public: Callable[[str], str] = str) -> JSONResponse:
+    """The envelope for `e`; `public` rewrites its message for clients (the app hides file paths)."""
     code, kind = next((c, k) for cls, c, k in _ERRORS if isinstance(e, cls))
     retry = getattr(e, "retry_after_s", None)
     headers = {"Retry-After": str(max(1, round(retry)))} if retry is not None else None
-    return error_response(code, str(e), kind, headers)
+    return error_response(code, public(str(e)), kind, headers)
 
 
 def validation_message(e: RequestValidationError) -> str:

@@ -91,6 +91,17 @@ def test_failure_bodies_show_no_absolute_paths(bundle_copy):
     envelope(models, 503, "the model is error")
 
 
+def test_variant_failures_show_no_absolute_paths(bundle_copy, make_policy):
+    (bundle_copy / "variants/dense-int8/model.onnx").write_bytes(b"\x08garbage")
+    with Runtime.open(bundle_copy, policy=make_policy(), threads=1) as rt:
+        with TestClient(S.create_app(S.ServerConfig(bundle=str(bundle_copy)), runtime=rt)) as c:
+            r = c.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2, "model": "dense-int8"})
+            again = c.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2, "model": "dense-int8"})
+    envelope(r, 503, "cannot load 'bundle/variants/dense-int8/model.onnx'")
+    envelope(again, 400, "fenced after a failure")
+    assert str(bundle_copy.parent) not in r.text + again.text
+
+
 # ------------------------------------------------------------------ 2: clients that leave
 
 

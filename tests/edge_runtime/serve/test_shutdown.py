@@ -95,13 +95,17 @@ def test_wait_healthy_fails_fast_on_exit_and_on_timeout(port):
 def test_past_grace_accepted_requests_get_503_envelopes(tiny_bundle, port):
     url, proc = start_slow_server(tiny_bundle, port, step_s=0.05, grace_s=1)
     answers: list[httpx.Response] = []
+    streamed: list[str] = []
+    body = {"prompt": "y", "max_tokens": 200, "ignore_eos": True}  # ~10 s of decoding: far past the grace
     try:
+        def stream():  # running when SIGTERM comes
+            with httpx.stream("POST", url + "/v1/completions", json={**body, "stream": True}, timeout=60) as r:
+                streamed.extend(line for line in r.iter_lines() if line)
 
-        def slow():  # ~10 s of decoding: far past the grace period
-            answers.append(httpx.post(url + "/v1/completions", timeout=60,
-                                      json={"prompt": "y", "max_tokens": 200, "ignore_eos": True}))
+        def blocking():  # queued when SIGTERM comes, then the running one
+            answers.append(httpx.post(url + "/v1/completions", json=body, timeout=60))
 
-        threads = [threading.Thread(target=slow) for _ in range(2)]  # one running, one queued
+        threads = [threading.Thread(target=f) for f in (stream, blocking, blocking)]
         for t in threads:
             t.start()
             time.sleep(0.3)
@@ -117,3 +121,6 @@ def test_past_grace_accepted_requests_get_503_envelopes(tiny_bundle, port):
     for r in answers:
         assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
         assert r.json()["error"]["type"] == "unavailable_error" and "shut down" in r.json()["error"]["message"]
+    assert streamed[-1] == "data: [DONE]"
+    error = json.loads(streamed[-2].removeprefix("data: "))["error"]
+    assert error["code"] == 503 and "shut down before this request finished" in error["message"]
