@@ -59,12 +59,10 @@ def _check(d: dict[str, Any], key: str, types: type | tuple[type, ...], where: s
 
 def _inside(path: Any, where: str, key: str) -> str:
     """`path` if it is a relative path that stays inside the bundle (no absolute path, no `..`)."""
-    if not isinstance(path, str) or not path.strip():
-        raise BundleError(f"{where}: {key!r} must be a path relative to the bundle, got {path!r}")
-    pure = PurePosixPath(path.replace("\\", "/"))
-    if pure.is_absolute() or PureWindowsPath(path).drive or ".." in pure.parts:
-        raise BundleError(f"{where}: {key!r} must stay inside the bundle (a relative path without '..'), "
-                          f"got {path!r}; re-export the bundle")
+    posix = PurePosixPath(str(path).replace("\\", "/"))
+    if not isinstance(path, str) or not path.strip() or posix.is_absolute() or ".." in posix.parts \
+            or PureWindowsPath(path).drive:
+        raise BundleError(f"{where}: {key!r} must be a relative path inside the bundle (no '..'), got {path!r}")
     return path
 
 
@@ -279,21 +277,17 @@ class ModelInfo:
             raise BundleError(f"{where}: 'chat_template' must be a string or null")
         _, extra = _split(d, cls)
         sizes = {k: _check(d, k, int, where) for k in ("context_length", "num_layers", "vocab_size")}
-        for key, value in sizes.items():
-            if value < 1:
-                raise BundleError(f"{where}: {key!r} must be a positive integer, got {value}; re-export the bundle")
-        for tid in (d.get("bos_token_id"), *eos):
-            if tid is not None and (isinstance(tid, bool) or not isinstance(tid, int)
-                                    or not 0 <= tid < sizes["vocab_size"]):
-                raise BundleError(f"{where}: token ids 'bos_token_id' and 'eos_token_ids' must be integers in "
-                                  f"[0, {sizes['vocab_size']}) or null, got {tid!r}; re-export the bundle")
+        problems = [f"{k!r} must be a positive integer, got {v}" for k, v in sizes.items() if v < 1] + [
+            f"token ids 'bos_token_id' and 'eos_token_ids' must be integers in [0, {sizes['vocab_size']}) or null, "
+            f"got {t!r}" for t in (d.get("bos_token_id"), *eos)  # a bad id would fail every chat request later
+            if t is not None and (isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < sizes["vocab_size"])]
+        if problems:
+            raise BundleError(f"{where}: {problems[0]}; re-export the bundle")
         return cls(
             source=_check(d, "source", str, where),
             architecture=_check(d, "architecture", str, where),
             params=_check(d, "params", int, where),
-            context_length=sizes["context_length"],
-            num_layers=sizes["num_layers"],
-            vocab_size=sizes["vocab_size"],
+            **sizes,
             bos_token_id=d.get("bos_token_id"),
             eos_token_ids=tuple(eos),
             chat_template=tpl,
@@ -331,9 +325,7 @@ class ControllerInfo:
         where = "manifest 'controller'"
         if not isinstance(d, dict):
             raise BundleError(f"{where} must be a JSON object or null, got {type(d).__name__}")
-        policy = d.get("policy")
-        if policy is not None:
-            _inside(policy, where, "policy")
+        policy = None if d.get("policy") is None else _inside(d["policy"], where, "policy")
         obs, acts = d.get("observation", []), d.get("actions", [])
         for key, val in (("observation", obs), ("actions", acts)):
             if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
@@ -494,10 +486,7 @@ def write_manifest(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> No
 
 
 def check_files(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> None:
-    """Raise `BundleError` naming the first file the manifest points to that is missing.
-
-    The controller's policy is not required: without it the rule policy decides (with a warning,
-    `edge_runtime.control.policy.load_policy`), as it does when the file is corrupt."""
+    """`BundleError` naming the first missing file of the manifest (a missing policy is not one)."""
     root = Path(bundle_dir)
     wanted = [manifest.tokenizer] + [v.onnx for v in manifest.variants]
     for rel in wanted:
