@@ -56,6 +56,9 @@ class Tokenizer:
         # a copy rather than a toggle, because requests are encoded on several threads at once
         self._plain_tokenizer = _HFTokenizer.from_str(tokenizer.to_str())
         self._plain_tokenizer.encode_special_tokens = True
+        self._special_ids = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
+        self._specials = re.compile("(" + "|".join(re.escape(t) for t in sorted(
+            self._special_ids, key=len, reverse=True)) + ")") if self._special_ids else None
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | os.PathLike[str], manifest: Manifest) -> Tokenizer:
@@ -104,28 +107,34 @@ class Tokenizer:
     def encode_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         """Token ids of the chat prompt: the template's markup may give special tokens, the contents never.
 
-        The template is rendered with a placeholder in place of each message's content; the
-        markup between placeholders is encoded with special tokens recognized (`<|im_start|>`),
-        each content as plain text, so that `<|im_end|>` typed by a user is ordinary text and
-        cannot close its turn or forge another role. A template that alters contents (trims
-        them, say) is applied to the placeholders, not to the text.
+        The template is rendered with a placeholder in place of each message's content. Special
+        tokens are then taken from the markup only (`<|im_start|>`), and the text between them,
+        markup and contents alike, is encoded with special-token text treated as plain text: so
+        `<|im_end|>` typed by a user is ordinary text and cannot close its turn or forge a role,
+        while an honest prompt gets exactly the ids of encoding the rendered text in one piece.
+        A template that alters contents (trims them, say) alters the placeholders, not the text.
         """
         msgs = [_check_message(m, i) for i, m in enumerate(messages)]
         tag = f"\x00edge-{secrets.token_hex(6)}-"
-        contents = [m["content"] for m in msgs]
         rendered = check_text(self._render([{**m, "content": f"{tag}{i}\x00"} for i, m in enumerate(msgs)]),
                               "messages")  # other message fields (`name`) reach the markup
         ids: list[int] = []
+        text: list[str] = []  # the run of text since the last special token
         for i, piece in enumerate(re.split(re.escape(tag) + r"(\d+)\x00", rendered)):
-            if i % 2 == 0:  # the template's own markup
-                ids += self.encode(piece, add_special_tokens=False) if piece else []
-            elif contents[int(piece)]:
-                ids += self._plain(contents[int(piece)])
-        return ids
+            if i % 2:  # a message's content: text, whatever it holds
+                text.append(msgs[int(piece)]["content"])
+                continue
+            for j, part in enumerate(self._specials.split(piece) if self._specials else [piece]):
+                if j % 2:  # a special token written by the template
+                    ids += self._plain("".join(text)) + [self._special_ids[part]]
+                    text = []
+                else:
+                    text.append(part)
+        return ids + self._plain("".join(text))
 
     def _plain(self, text: str) -> list[int]:
         """Token ids of `text` with special-token strings in it encoded as ordinary text."""
-        return self._plain_tokenizer.encode(text, add_special_tokens=False).ids
+        return self._plain_tokenizer.encode(text, add_special_tokens=False).ids if text else []
 
     def _special(self, token_id: int | None) -> str:
         return (self.tokenizer.id_to_token(token_id) or "") if token_id is not None else ""
