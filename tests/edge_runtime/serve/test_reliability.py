@@ -29,6 +29,15 @@ def envelope(r: httpx.Response, code: int, match: str = "") -> dict:
     return err
 
 
+def wait_until(condition, within_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def counter(rt: Runtime, variant: str, finish: str) -> float:
     return rt.metrics.requests.labels(variant, finish)._value.get()
 
@@ -121,19 +130,15 @@ def test_clients_that_leave_are_cancelled_queued_or_running(tiny_bundle, make_po
     try:
         running = threading.Thread(target=leave, args=(False,))
         running.start()
-        while rt._running is None:
-            time.sleep(0.01)
+        assert wait_until(lambda: rt._running is not None)
         queued = [threading.Thread(target=leave, args=(s,)) for s in (False, True)]
         for t in queued:
             t.start()
-        while rt.queue.depth < 2:
-            time.sleep(0.01)
+        assert wait_until(lambda: rt.queue.depth == 2)
         for t in (running, *queued):
             t.join(10)
-        deadline = time.monotonic() + 2
-        while rt.queue.depth and time.monotonic() < deadline:  # left the queue at once, not when served
-            time.sleep(0.02)
-        assert rt.queue.depth == 0 and counter(rt, "none", "cancelled") == 2
+        assert wait_until(lambda: rt.queue.depth == 0, 2.0)  # left the queue at once, not when served
+        assert counter(rt, "none", "cancelled") == 2
         policy.gate.set()
         r = httpx.post(server.url + "/v1/completions", json={**body, "max_tokens": 3}, timeout=30)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
@@ -195,6 +200,16 @@ def test_key_before_body_413_counted_head_health(keyed, tiny_bundle):
 # ------------------------------------------------------------------ 10: slow clients
 
 
+def health_becomes(url: str, status: int, within_s: float = 5.0) -> bool:
+    """True once GET /health answers `status` (the server sees connections open and close a little late)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if httpx.get(url + "/health", timeout=5).status_code == status:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_slow_clients_are_cut_and_connections_capped(tiny_bundle, runtime):
     app = S.create_app(S.ServerConfig(bundle=str(tiny_bundle), timeout_s=0.5), runtime=runtime)
     server = LiveServer(app, http=HeaderTimeoutH11.with_timeout(0.5), limit_concurrency=3)
@@ -208,16 +223,16 @@ def test_slow_clients_are_cut_and_connections_capped(tiny_bundle, runtime):
             slow_body.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                               b"Content-Length: 100\r\n\r\n{\"prompt\"")
             slow_body.settimeout(5)
-            answer = slow_body.recv(1000)
+            answer = b""
+            while chunk := slow_body.recv(1000):  # the server closes the connection after its answer
+                answer += chunk
             assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in answer
         idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
         try:
-            time.sleep(0.1)
-            assert httpx.get(server.url + "/health", timeout=5).status_code == 503  # over the cap
+            assert health_becomes(server.url, 503)  # over the cap
         finally:
             for s in idle:
                 s.close()
-        time.sleep(0.2)
-        assert httpx.get(server.url + "/health", timeout=5).status_code == 200
+        assert health_becomes(server.url, 200)
     finally:
         server.stop()
