@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from edge_runtime.errors import BundleError, VariantError
@@ -55,6 +55,15 @@ def _check(d: dict[str, Any], key: str, types: type | tuple[type, ...], where: s
         names = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
         raise BundleError(f"{where}: {key!r} must be {names}, got {type(value).__name__} {value!r}")
     return value
+
+
+def _inside(path: Any, where: str, key: str) -> str:
+    """`path` if it is a relative path that stays inside the bundle (no absolute path, no `..`)."""
+    posix = PurePosixPath(str(path).replace("\\", "/"))
+    if not isinstance(path, str) or not path.strip() or posix.is_absolute() or ".." in posix.parts \
+            or PureWindowsPath(path).drive:
+        raise BundleError(f"{where}: {key!r} must be a relative path inside the bundle (no '..'), got {path!r}")
+    return path
 
 
 def _opt_float(d: dict[str, Any], key: str, where: str) -> float | None:
@@ -192,7 +201,7 @@ class Variant:
             structured=_check(d, "structured", bool, where),
             quantization=_check(d, "quantization", str, where),
             parent=parent,
-            onnx=_check(d, "onnx", str, where),
+            onnx=_inside(_check(d, "onnx", str, where), where, "onnx"),
             params=_check(d, "params", int, where),
             nonzero_params=_check(d, "nonzero_params", int, where),
             file_bytes=_check(d, "file_bytes", int, where),
@@ -336,13 +345,18 @@ class ModelInfo:
         if tpl is not None and not isinstance(tpl, str):
             raise BundleError(f"{where}: 'chat_template' must be a string or null")
         _, extra = _split(d, cls)
+        sizes = {k: _check(d, k, int, where) for k in ("context_length", "num_layers", "vocab_size")}
+        problems = [f"{k!r} must be a positive integer, got {v}" for k, v in sizes.items() if v < 1] + [
+            f"token ids 'bos_token_id' and 'eos_token_ids' must be integers in [0, {sizes['vocab_size']}) or null, "
+            f"got {t!r}" for t in (d.get("bos_token_id"), *eos)  # a bad id would fail every chat request later
+            if t is not None and (isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < sizes["vocab_size"])]
+        if problems:
+            raise BundleError(f"{where}: {problems[0]}; re-export the bundle")
         return cls(
             source=_check(d, "source", str, where),
             architecture=_check(d, "architecture", str, where),
             params=_check(d, "params", int, where),
-            context_length=_check(d, "context_length", int, where),
-            num_layers=_check(d, "num_layers", int, where),
-            vocab_size=_check(d, "vocab_size", int, where),
+            **sizes,
             bos_token_id=d.get("bos_token_id"),
             eos_token_ids=tuple(eos),
             chat_template=tpl,
@@ -380,9 +394,7 @@ class ControllerInfo:
         where = "manifest 'controller'"
         if not isinstance(d, dict):
             raise BundleError(f"{where} must be a JSON object or null, got {type(d).__name__}")
-        policy = d.get("policy")
-        if policy is not None and not isinstance(policy, str):
-            raise BundleError(f"{where}: 'policy' must be a path or null, got {policy!r}")
+        policy = None if d.get("policy") is None else _inside(d["policy"], where, "policy")
         obs, acts = d.get("observation", []), d.get("actions", [])
         for key, val in (("observation", obs), ("actions", acts)):
             if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
@@ -443,7 +455,7 @@ class Manifest:
             variants=variants,
             controller=ControllerInfo.from_dict(d.get("controller")),
             pairs=pairs,
-            tokenizer=d.get("tokenizer", TOKENIZER),
+            tokenizer=_inside(d.get("tokenizer", TOKENIZER), "manifest", "tokenizer"),
             format=fmt,
             extra=extra,
         )
@@ -569,11 +581,9 @@ def write_manifest(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> No
 
 
 def check_files(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> None:
-    """Raise `BundleError` naming the first file the manifest points to that is missing."""
+    """`BundleError` naming the first missing file of the manifest (a missing policy is not one)."""
     root = Path(bundle_dir)
     wanted = [manifest.tokenizer] + [v.onnx for v in manifest.variants]
-    if manifest.controller.policy:
-        wanted.append(manifest.controller.policy)
     for rel in wanted:
         if not (root / rel).is_file():
             raise BundleError(f"bundle {str(root)!r} is missing {rel!r}; re-export the bundle with edge-export")

@@ -20,7 +20,7 @@ from typing import Any
 
 from edge_runtime.engine.generate import Timings
 from edge_runtime.engine.sampling import SamplingParams, TokenLogprob
-from edge_runtime.engine.tokenizer import Tokenizer
+from edge_runtime.engine.tokenizer import Tokenizer, check_text
 from edge_runtime.errors import EdgeError, RequestError
 from edge_runtime.queue import Entry
 
@@ -50,7 +50,7 @@ class Intake:
         elif prompt is not None:
             if not isinstance(prompt, str):
                 raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")
-            ids = self.tokenizer.encode(prompt)
+            ids = self.tokenizer.encode(check_text(prompt, "prompt"))
         else:
             ids = [int(i) for i in prompt_ids or []]
             if any(not 0 <= i < self.vocab_size for i in ids):

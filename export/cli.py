@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     for noisy in ("transformers", "accelerate", "onnxruntime", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.threads is not None and args.threads < 1:
+        print(f"edge-export: error: --threads must be >= 1, got {args.threads} (leave it out to use every core)",
+              file=sys.stderr)
+        return 2
     try:
         require("export", "edge-export")
         from export import recipe as R

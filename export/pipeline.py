@@ -67,6 +67,11 @@ def check_output_dir(out: Path, force: bool) -> None:
         raise ExportError(f"output directory {str(out)!r} exists; pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise ExportError(f"output path {str(out)!r} is a file, not a directory")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ExportError(f"output path {str(out)!r} is under {str(parent)!r}, which is a file; choose another --out")
 
 
 def export_bundle(

@@ -96,7 +96,7 @@ def _system(args: argparse.Namespace, floors_path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    read_manifest(args.bundle)  # a missing or malformed bundle is the first thing to report
+    manifest = read_manifest(args.bundle)  # a missing or malformed bundle is the first thing to report
     floors_path = args.floors or args.bundle / FLOORS_FILE
     if args.mix is not None or args.profiles is not None:
         return _system(args, floors_path)
@@ -104,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
         raise EvalError(f"--windows must be >= 1, got {args.windows}")
     config = EvalConfig(windows=args.windows, choice_metric=args.choice_metric, limit=args.limit,
                         threads=args.threads, progress=not args.quiet)
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite)  # a malformed suite file is named (file:line) before any model work
+    if manifest.model.context_length < config.window:
+        raise EvalError(f"the bundle's context ({manifest.model.context_length} tokens) is shorter than the "
+                        f"{config.window}-token perplexity window; edge-eval needs a model whose context holds it")
     if args.set_floors:
         if args.windows * config.window < MIN_FLOOR_TOKENS:
             logging.warning("perplexity over %d tokens only; the real floors need >= %d (--windows 60)",

@@ -73,6 +73,10 @@ class EvalConfig:
             raise EvalError(f"choice_metric must be one of {CHOICE_METRICS}, got {self.choice_metric!r}")
         if self.windows < 1 or self.window < 2:
             raise EvalError(f"need windows >= 1 and window >= 2 tokens, got {self.windows} x {self.window}")
+        if self.limit is not None and self.limit < 1:
+            raise EvalError(f"limit must be >= 1 case per slice, got {self.limit}; leave it out for the whole suite")
+        if self.threads is not None and self.threads < 1:
+            raise EvalError(f"threads must be >= 1, got {self.threads}; leave it out to use every core")
 
 
 # --------------------------------------------------------------------------- the ORT model

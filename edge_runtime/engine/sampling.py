@@ -38,7 +38,7 @@ class SamplingParams:
     temperature: float = 0.0  # 0 = greedy; 0.7-1.0 for varied text
     top_k: int = 0  # keep the k most likely tokens; 0 = all
     top_p: float = 1.0  # nucleus: smallest set with this much probability; 1 = all
-    seed: int | None = None  # None: a fresh seed per request
+    seed: int | None = None  # >= 0 (numpy's generators refuse negative seeds); None: a fresh one
     stop: tuple[str, ...] = ()  # stop strings; the text ends before the first one found
     ignore_eos: bool = False  # keep going past end-of-sequence tokens (benchmarks)
     presence_penalty: float = 0.0  # -2..2, OpenAI semantics
@@ -66,8 +66,9 @@ class SamplingParams:
             raise bad("top_logprobs", self.top_logprobs, f"an integer in [0, {MAX_TOP_LOGPROBS}]")
         if self.top_logprobs and not self.logprobs:
             raise bad("top_logprobs", self.top_logprobs, "0 unless logprobs is true")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise bad("seed", self.seed, "an integer or null")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or self.seed < 0):
+            raise bad("seed", self.seed, "an integer >= 0 or null")
         stop = self.stop
         if isinstance(stop, str):
             stop = (stop,)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,13 @@ class Tokenizer:
             log.warning("the bundle has no chat template: chat requests use a plain 'role: content' prompt")
         self.chat_template = chat_template or FALLBACK_TEMPLATE
         self._template = _compile(self.chat_template)
+        # a copy that splits special-token text like any other (`tokenizers`' encode_special_tokens):
+        # a copy rather than a toggle, because requests are encoded on several threads at once
+        self._plain_tokenizer = _HFTokenizer.from_str(tokenizer.to_str())
+        self._plain_tokenizer.encode_special_tokens = True
+        self._special_ids = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
+        self._specials = re.compile("(" + "|".join(re.escape(t) for t in sorted(
+            self._special_ids, key=len, reverse=True)) + ")") if self._special_ids else None
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | os.PathLike[str], manifest: Manifest) -> Tokenizer:
@@ -77,7 +86,7 @@ class Tokenizer:
 
     def render_chat(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True,
                     tools: Sequence[dict[str, Any]] | None = None) -> str:
-        """The prompt for `messages` ([{"role", "content"}, ...]) through the chat template.
+        """The prompt for `messages` ([{"role", "content"}, ...]) through the chat template, as text.
 
         Rendered as transformers' `apply_chat_template` renders it: the same Jinja
         environment (`_compile`), `tools` (OpenAI tool objects, as given) and
@@ -86,7 +95,10 @@ class Tokenizer:
         Raises:
             RequestError: a message is malformed or the template refuses it.
         """
-        msgs = [_check_message(m, i) for i, m in enumerate(messages)]
+        return self._render([_check_message(m, i) for i, m in enumerate(messages)], add_generation_prompt, tools)
+
+    def _render(self, msgs: list[dict[str, Any]], add_generation_prompt: bool = True,
+                tools: Sequence[dict[str, Any]] | None = None) -> str:
         if not msgs:
             raise RequestError("messages must hold at least one message")
         special = {name: self._special(i) for name, i in (
@@ -101,14 +113,52 @@ class Tokenizer:
             raise RequestError(f"the chat template cannot render these messages ({type(e).__name__}: {e})") from e
 
     def encode_chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
-        """Token ids of the rendered chat prompt (the template writes the special tokens itself)."""
-        return self.encode(self.render_chat(messages, tools=tools), add_special_tokens=False)
+        """Token ids of the chat prompt: the template's markup may give special tokens, the contents never.
+
+        The template is rendered with a placeholder in place of each message's content. Special
+        tokens are then taken from the markup only (`<|im_start|>`), and the text between them,
+        markup and contents alike, is encoded with special-token text treated as plain text: so
+        `<|im_end|>` typed by a user is ordinary text and cannot close its turn or forge a role,
+        while an honest prompt gets exactly the ids of encoding the rendered text in one piece.
+        A template that alters contents (trims them, say) alters the placeholders, not the text.
+        """
+        msgs = [_check_message(m, i) for i, m in enumerate(messages)]
+        tag = f"\x00edge-{secrets.token_hex(6)}-"
+        rendered = check_text(self._render([{**m, "content": f"{tag}{i}\x00"} for i, m in enumerate(msgs)],
+                                           tools=tools), "messages")  # other message fields (`name`) reach the markup
+        ids: list[int] = []
+        text: list[str] = []  # the run of text since the last special token
+        for i, piece in enumerate(re.split(re.escape(tag) + r"(\d+)\x00", rendered)):
+            if i % 2:  # a message's content: text, whatever it holds
+                text.append(msgs[int(piece)]["content"])
+                continue
+            for j, part in enumerate(self._specials.split(piece) if self._specials else [piece]):
+                if j % 2:  # a special token written by the template
+                    ids += self._plain("".join(text)) + [self._special_ids[part]]
+                    text = []
+                else:
+                    text.append(part)
+        return ids + self._plain("".join(text))
+
+    def _plain(self, text: str) -> list[int]:
+        """Token ids of `text` with special-token strings in it encoded as ordinary text."""
+        return self._plain_tokenizer.encode(text, add_special_tokens=False).ids if text else []
 
     def _special(self, token_id: int) -> str:
         return self.tokenizer.id_to_token(token_id) or ""
 
     def stream_decoder(self, prompt_ids: Sequence[int] = ()) -> StreamDecoder:
         return StreamDecoder(self, prompt_ids)
+
+
+def check_text(text: str, where: str) -> str:
+    """`text` if it is valid Unicode; a lone surrogate (JSON allows "\\ud800") cannot be tokenized."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(f"{where} holds an unpaired surrogate ({text[e.start]!r} at character {e.start}), "
+                           "which is not text; send valid UTF-8") from None
+    return text
 
 
 def _check_message(m: Any, i: int) -> dict[str, Any]:
@@ -126,7 +176,7 @@ def _check_message(m: Any, i: int) -> dict[str, Any]:
         content = ""
     if not isinstance(content, str):
         raise RequestError(f"messages[{i}].content must be a string, got {type(content).__name__}")
-    return {**m, "role": role, "content": content}
+    return {**m, "role": role, "content": check_text(content, f"messages[{i}].content")}
 
 
 def _compile(source: str) -> Any:

@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -77,6 +78,8 @@ class ServerConfig:
     alias: str | None = None  # another model name meaning "the controller chooses"
     max_body_bytes: int = 1 << 20  # larger request bodies get 413
     grace_s: float = 30.0  # on SIGTERM, how long accepted requests may take to finish
+    timeout_s: float = 30.0  # a client gets this long to send a request's headers, and each piece of its body
+    max_connections: int = 64  # open connections at most; more get 503 from uvicorn (EDGE_MAX_CONNECTIONS)
     log_level: str = "info"
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
@@ -87,9 +90,35 @@ class State:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.runtime: Runtime | None = None
+        self.owns_runtime = True  # opened (and so closed) by the app, not handed in by the caller
         self.status = "loading"
         self.error: str | None = None
+        self.exit_code = 0  # what edge-serve exits with: 2 for a bad bundle (an EdgeError), 1 for anything else
         self.on_fatal: Callable[[], None] = lambda: None
+        self._stopping = threading.Lock()
+
+    def public(self, message: str) -> str:
+        """`message` with the bundle's location on this machine replaced by the bundle's name: what a
+        client may read (`ORT cannot load 'smollm2-135m/variants/...'`)."""
+        bundle = Path(self.config.bundle)
+        for path in sorted({str(bundle.resolve()), str(bundle.absolute()), str(bundle)}, key=len, reverse=True):
+            message = message.replace(path, bundle.resolve().name)
+        return message
+
+    def fail(self, e: BaseException) -> None:
+        """The bundle cannot be served: say why (without the machine's paths) and stop the server."""
+        self.status, self.error = "error", self.public(str(e))
+        self.exit_code = 2 if isinstance(e, EdgeError) else 1
+        self.on_fatal()
+
+    def stop(self, grace_s: float) -> None:
+        """Refuse new requests, give accepted ones `grace_s` to finish, close the runtime (idempotent;
+        a second caller waits for the first). A failed server keeps its "error" status."""
+        with self._stopping:
+            if self.status != "error":
+                self.status = "shutting_down"
+            if self.owns_runtime and self.runtime is not None:
+                self.runtime.close(grace_s)
 
     def ready(self) -> Runtime:
         if self.status == "shutting_down":
@@ -109,7 +138,7 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None, *,
     background (with `manifest`, already read and checked by the CLI, it is not parsed again)."""
     state = State(config)
     if runtime is not None:
-        state.runtime, state.status = runtime, "ok"
+        state.runtime, state.status, state.owns_runtime = runtime, "ok", False
 
     def load() -> None:
         try:
@@ -117,48 +146,50 @@ def create_app(config: ServerConfig, runtime: Runtime | None = None, *,
             state.status = "ok"
             log.info("ready: serving %s", config.bundle)
         except Exception as e:
-            state.status, state.error = "error", str(e)
             log.error("cannot open the bundle: %s", e)
-            state.on_fatal()
+            state.fail(e)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if runtime is None:
             threading.Thread(target=load, name="edge-serve-load", daemon=True).start()
         yield
-        state.status = "shutting_down"
-        if runtime is None and state.runtime is not None:
-            await run_in_threadpool(state.runtime.close, config.grace_s)
+        await run_in_threadpool(state.stop, config.grace_s)
 
     # no /docs or /redoc: they load their UI from a CDN, which an offline device cannot reach
     app = FastAPI(title="edge-serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="OpenAI-compatible API over an adaptive-sparsity bundle; see edge_runtime.serve.app")
     app.state.edge = state
-    _error_handlers(app)
+    _error_handlers(app, _auth(config), state.public)
     guarded = [Depends(_auth(config))]
     _native_routes(app, state, guarded)
     _openai_routes(app, state, guarded)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    # the last added runs first: count every response, the 413s and 408s of BodyLimit included
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes, read_timeout_s=config.timeout_s)
     app.add_middleware(HttpMetrics, state=state)
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app
 
 
-def _error_handlers(app: FastAPI) -> None:
+def _error_handlers(app: FastAPI, auth: Callable[[Request], None], public: Callable[[str], str]) -> None:
     """Every failure leaves as the one error envelope."""
 
     @app.exception_handler(EdgeError)
     async def _edge(request: Request, e: EdgeError) -> JSONResponse:
-        return edge_error_response(e)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
-        return error_response(400, validation_message(e), "invalid_request_error")
+        return edge_error_response(e, public)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         return error_response(e.status_code, str(e.detail), HTTP_TYPES.get(e.status_code, "invalid_request_error"),
                               getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        try:  # FastAPI reads the body before the dependencies: a caller without the key learns only that
+            auth(request)
+        except StarletteHTTPException as denied:
+            return await _http(request, denied)
+        return error_response(400, validation_message(e), "invalid_request_error")
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, e: Exception) -> JSONResponse:
@@ -192,6 +223,8 @@ def _native_routes(app: FastAPI, state: State, guarded: list[Any]) -> None:
         code = 200 if state.status == "ok" else 503
         return JSONResponse(body, status_code=code, headers=None if code == 200 else {"Retry-After": "2"})
 
+    app.head("/health", include_in_schema=False)(health)  # load balancers probe with HEAD
+
     @app.get("/metrics", tags=["native"], dependencies=guarded, response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
                         **schemas.error_responses(401, 503)})
@@ -217,8 +250,8 @@ def _openai_routes(app: FastAPI, state: State, guarded: list[Any]) -> None:
 
     @app.post("/v1/completions", response_model=schemas.CompletionResponse, tags=["openai"], dependencies=guarded,
               responses={200: OK_COMPLETION, **common})
-    async def completions(body: schemas.CompletionRequest) -> Response:
-        rt = state.ready()
+    async def completions(body: schemas.CompletionRequest, request: Request) -> Response:
+        state.ready()  # 503 before any work while loading or stopping
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and all(isinstance(x, str) for x in prompt):
             if len(prompt) != 1:
@@ -226,18 +259,18 @@ def _openai_routes(app: FastAPI, state: State, guarded: list[Any]) -> None:
             prompt = prompt[0]
         source = {"prompt_ids": prompt} if isinstance(prompt, list) else {"prompt": prompt}
         lp = {"logprobs": True, "top_logprobs": body.logprobs} if body.logprobs is not None else {}
-        return await _serve(rt, config, body, {**source, **lp}, body.max_tokens, chat=False)
+        return await _serve(state, request, body, {**source, **lp}, body.max_tokens, chat=False)
 
     @app.post("/v1/chat/completions", response_model=schemas.ChatCompletionResponse, tags=["openai"],
               dependencies=guarded, responses={200: OK_COMPLETION, **common})
-    async def chat_completions(body: schemas.ChatCompletionRequest) -> Response:
-        rt = state.ready()
+    async def chat_completions(body: schemas.ChatCompletionRequest, request: Request) -> Response:
+        state.ready()  # 503 before any work while loading or stopping
         messages = [m.model_dump(exclude_none=False) for m in body.messages]
         plan = structured.plan_chat(body)
-        constraint = await run_in_threadpool(plan.constraint, rt.grammars)
+        constraint = await run_in_threadpool(plan.constraint, state.ready().grammars)
         source = {"messages": messages, "tools": list(plan.tools) if plan.tools else None, "constraint": constraint,
                   "logprobs": body.logprobs, "top_logprobs": body.top_logprobs}
-        return await _serve(rt, config, body, source, body.max_completion_tokens or body.max_tokens,
+        return await _serve(state, request, body, source, body.max_completion_tokens or body.max_tokens,
                             chat=True, plan=plan)
 
 
@@ -263,9 +296,16 @@ def _model_list(rt: Runtime, config: ServerConfig) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-async def _serve(rt: Runtime, config: ServerConfig, body: Any, source: dict[str, Any], max_tokens: int | None,
+DISCONNECT_POLL_S = 0.2  # how often a waiting request checks that its client is still there
+
+
+async def _serve(state: State, request: Request, body: Any, source: dict[str, Any], max_tokens: int | None,
                  chat: bool, plan: structured.Plan | None = None) -> Response:
-    """Submit one request and answer it: JSON at the end, or server-sent events as it goes."""
+    """Submit one request and answer it: JSON at the end, or server-sent events as it goes.
+
+    Until the response starts, a watcher cancels the request as soon as its client goes away
+    (a queued one leaves the queue at once); once events stream, Starlette notices instead."""
+    rt, config = state.ready(), state.config
     variant = _resolve_model(rt, config, body.model)
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[Event] = asyncio.Queue()
@@ -279,33 +319,30 @@ async def _serve(rt: Runtime, config: ServerConfig, body: Any, source: dict[str,
               presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty)
     handle = await run_in_threadpool(lambda: rt.submit(**source, **kw))
     created = int(time.time())
+    watcher = asyncio.create_task(_cancel_when_gone(request, rt, handle))
     try:
-        first = await events.get()  # "start" once the first token exists, or an error
-        if first.kind == "error":
-            assert first.error is not None
-            raise first.error
+        ev = first = await events.get()  # "start" once the first token exists, or the end
+        while not body.stream and ev.kind not in ("done", "error"):
+            ev = await events.get()
     except BaseException:
         if not handle.done():
             rt.cancel(handle)
         raise
-    headers = {"X-Edge-Variant": _ascii(first.variant), "X-Edge-Reason": _ascii(first.reason),
-               "X-Request-Id": handle.id}
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(rt, handle, events, first, created, chat, include_usage, plan,
-                                      _wants_logprobs(body)),
-                                 media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
-    try:
-        ev = first
-        while ev.kind not in ("done", "error"):
-            ev = await events.get()
     finally:
-        if not handle.done():
-            rt.cancel(handle)
+        watcher.cancel()
     if ev.kind == "error":
         assert ev.error is not None
         raise ev.error
+    headers = {"X-Edge-Variant": _ascii(first.variant), "X-Edge-Reason": _ascii(first.reason),
+               "X-Request-Id": handle.id}
+    if first.kind == "start" and body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_sse(rt, handle, events, first, created, chat, include_usage, state, plan,
+                                      _wants_logprobs(body)),
+                                 media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
     assert ev.result is not None
+    if ev.result.finish_reason == "cancelled" and state.status == "shutting_down":
+        raise Unavailable("the server shut down before this request finished; retry it", retry_after_s=5.0)
     body_out = schemas.completion_body(ev.result, handle.id, created, chat)
     choice = body_out["choices"][0]
     if chat and plan is not None:
@@ -326,8 +363,17 @@ def _logprobs(rt: Runtime, chat: bool, lps: Any, offset: int = 0) -> dict[str, A
     return structured.completion_logprobs(lps, rt.grammars.token_bytes, offset)
 
 
+async def _cancel_when_gone(request: Request, rt: Runtime, handle: Handle) -> None:
+    while not handle.done():
+        if await request.is_disconnected():
+            log.info("request %s: the client went away; cancelled", handle.id)
+            rt.cancel(handle)
+            return
+        await asyncio.sleep(DISCONNECT_POLL_S)
+
+
 async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first: Event, created: int,
-               chat: bool, include_usage: bool, plan: structured.Plan | None = None,
+               chat: bool, include_usage: bool, state: State, plan: structured.Plan | None = None,
                want_logprobs: bool = False) -> AsyncIterator[bytes]:
     """Server-sent events. With tools, text that is (or may still become) a tool call is held
     back and sent at the end as OpenAI's tool-call deltas (name first, then the arguments)."""
@@ -358,7 +404,13 @@ async def _sse(rt: Runtime, handle: Handle, events: asyncio.Queue[Event], first:
                 offset += len(ev.text)
             elif ev.kind == "error":
                 assert ev.error is not None
-                err = edge_error_response(ev.error)
+                err = edge_error_response(ev.error, state.public)
+                yield schemas.sse({"error": json.loads(err.body)["error"]})
+                break
+            elif ev.kind == "done" and ev.result is not None and ev.result.finish_reason == "cancelled" \
+                    and state.status == "shutting_down":  # stopped by the shutdown past --grace-s
+                err = edge_error_response(Unavailable("the server shut down before this request finished; retry "
+                                                      "it", retry_after_s=5.0))
                 yield schemas.sse({"error": json.loads(err.body)["error"]})
                 break
             elif ev.kind == "done":

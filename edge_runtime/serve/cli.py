@@ -5,17 +5,20 @@
 The bundle's manifest is read and checked once, before a port is bound, and handed to the
 app, which opens the runtime in the background (`/health` answers 503 until it is ready).
 SIGTERM (or Ctrl-C) stops accepting connections, lets accepted requests finish within
-`--grace-s`, then exits 0.
+`--grace-s` (past it they get 503 with Retry-After), then exits 0. A bundle that fails to
+open in the background stops the server with exit status 2 and the reason on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge_runtime.bundle import Manifest, check_files, read_manifest
 from edge_runtime.control.signals import SOURCES
@@ -25,6 +28,7 @@ from edge_runtime.errors import EdgeError, VariantError
 from edge_runtime.extras import add_version
 from edge_runtime.runtime import RuntimeConfig
 from edge_runtime.serve.app import ServerConfig, State, create_app
+from edge_runtime.serve.http import HeaderTimeoutH11
 from edge_runtime.shadow.capture import load_redactions
 from edge_runtime.shadow.config import ShadowConfig
 
@@ -100,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve variants whose evaluation gate failed (logged loudly) [EDGE_ALLOW_UNGATED]")
     _shadow_flags(ap)
     add("--grace-s", type=float, default=_env("GRACE_S", "30.0"),
-        help="on SIGTERM, seconds accepted requests may take to finish [EDGE_GRACE_S]")
+        help="on SIGTERM, seconds accepted requests may take to finish; past it they get 503 [EDGE_GRACE_S]")
+    add("--timeout-s", type=float, default=_env("TIMEOUT_S", "30.0"),
+        help="seconds a client may take to send a request's headers, and each piece of its body (408); "
+             "slower connections are closed [EDGE_TIMEOUT_S]")
+    add("--max-connections", type=int, default=_env("MAX_CONNECTIONS", "64"),
+        help="open connections and requests at most; past it uvicorn answers 503 at once [EDGE_MAX_CONNECTIONS]")
     add("--log-level", choices=["debug", "info", "warning", "error"], default=_env("LOG_LEVEL", "info"),
         help="log verbosity [EDGE_LOG_LEVEL]")
     add_version(ap)
@@ -146,6 +155,14 @@ def _shadow_config(args: argparse.Namespace) -> ShadowConfig:
         fence=args.shadow_fence, capture_dir=Path(args.capture_dir) if args.capture_dir else None,
         capture_max_bytes=args.capture_max_bytes, capture_max_age_s=args.capture_max_age_s,
         redact=Path(args.redact) if args.redact else None)
+def _check_numbers(args: argparse.Namespace) -> None:
+    """The server's own numeric flags, said as one line before anything starts (the runtime's are
+    checked by `RuntimeConfig`)."""
+    for flag, value, least in (("--port", args.port, 0), ("--max-body-bytes", args.max_body_bytes, 1),
+                               ("--grace-s", args.grace_s, 0), ("--timeout-s", args.timeout_s, 1e-9),
+                               ("--max-connections", args.max_connections, 1)):
+        if value is not None and not value >= least:
+            raise ValueError(f"{flag} must be {'> 0' if least == 1e-9 else f'>= {least}'}, got {value}")
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -161,7 +178,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         spin=args.spin, shadow=_shadow_config(args))
     return ServerConfig(bundle=args.bundle, host=args.host, port=args.port, api_key=args.api_key or None,
                         alias=args.alias, max_body_bytes=args.max_body_bytes, grace_s=args.grace_s,
-                        log_level=args.log_level, runtime=rc)
+                        timeout_s=args.timeout_s, max_connections=args.max_connections, log_level=args.log_level,
+                        runtime=rc)
 
 
 def check_bundle(config: ServerConfig) -> Manifest:
@@ -189,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--bundle (or EDGE_BUNDLE) is required")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        _check_numbers(args)
         config = config_from_args(args)
         manifest = check_bundle(config)
     except (EdgeError, ValueError) as e:
@@ -201,13 +220,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(config: ServerConfig, manifest: Manifest | None = None) -> int:
-    """Run uvicorn until SIGTERM/SIGINT; 0 after a clean shutdown, 1 if the bundle failed to open."""
+    """Run uvicorn until SIGTERM/SIGINT; 0 after a clean shutdown, 2 if the bundle failed to open in the
+    background (as a bad bundle found before binding does, so that supervisors do not restart in a
+    loop on it), 1 if opening it failed some other way (out of memory, say).
+
+    On shutdown the runtime drains first (accepted requests get `--grace-s`, then 503), while
+    uvicorn waits a little longer for the answers to be written."""
     import uvicorn
+    from starlette.concurrency import run_in_threadpool
 
     app = create_app(config, manifest=manifest)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                                           timeout_graceful_shutdown=max(1, int(config.grace_s)), access_log=False))
     state: State = app.state.edge
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            drain = asyncio.ensure_future(run_in_threadpool(state.stop, config.grace_s))
+            await super().shutdown(sockets)
+            await drain
+
+    server = Server(uvicorn.Config(
+        app, host=config.host, port=config.port, log_level=config.log_level, access_log=False,
+        timeout_graceful_shutdown=max(1, int(config.grace_s) + 10), limit_concurrency=config.max_connections,
+        http=HeaderTimeoutH11.with_timeout(config.timeout_s)))
 
     def fatal() -> None:
         server.should_exit = True
@@ -219,8 +253,8 @@ def serve(config: ServerConfig, manifest: Manifest | None = None) -> int:
         signal.signal(sig, lambda *_: None)
     server.run()
     if state.status == "error":
-        print(f"edge-serve: error: {state.error}", file=sys.stderr)
-        return 1
+        print(f"edge-serve: error: the bundle could not be opened: {state.error}", file=sys.stderr)
+        return state.exit_code
     return 0
 
 

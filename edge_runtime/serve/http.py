@@ -14,11 +14,13 @@ shape, `code` being the HTTP status). `EdgeError` subclasses map to statuses her
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from edge_runtime.errors import (
     DeadlineExceeded,
@@ -49,11 +51,12 @@ def error_response(code: int, message: str, kind: str, headers: dict[str, str] |
                         headers=headers)
 
 
-def edge_error_response(e: EdgeError) -> JSONResponse:
+def edge_error_response(e: EdgeError, public: Callable[[str], str] = str) -> JSONResponse:
+    """The envelope for `e`; `public` rewrites its message for clients (the app hides file paths)."""
     code, kind = next((c, k) for cls, c, k in _ERRORS if isinstance(e, cls))
     retry = getattr(e, "retry_after_s", None)
     headers = {"Retry-After": str(max(1, round(retry)))} if retry is not None else None
-    return error_response(code, str(e), kind, headers)
+    return error_response(code, public(str(e)), kind, headers)
 
 
 def validation_message(e: RequestValidationError) -> str:
@@ -62,7 +65,10 @@ def validation_message(e: RequestValidationError) -> str:
         loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
         if err.get("type") == "json_invalid":
             return f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
-        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+        if err.get("type") == "unsupported_field":  # the message names the field itself
+            parts.append(str(err.get("msg")))
+        else:
+            parts.append(f"{loc or 'body'}: {err.get('msg')}")
     return "; ".join(parts) or "invalid request"
 
 
@@ -70,10 +76,11 @@ def validation_message(e: RequestValidationError) -> str:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse bodies over `limit` bytes with 413 before the route sees them."""
+    """ASGI middleware: refuse bodies over `limit` bytes with 413 before the route sees them, and
+    bodies whose next piece takes more than `read_timeout_s` to arrive with 408 (slow clients)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, read_timeout_s: float = 30.0) -> None:
+        self.app, self.limit, self.read_timeout_s = app, limit, read_timeout_s
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -85,7 +92,12 @@ class BodyLimit:
             return await too_big(scope, receive, send)
         chunks, size = [], 0
         while True:  # buffer the body (at most `limit` bytes), then replay it
-            msg = await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), self.read_timeout_s)
+            except TimeoutError:
+                slow = error_response(408, f"the request body did not arrive within {self.read_timeout_s:g} s; "
+                                           "send it at once", "timeout_error", {"Connection": "close"})
+                return await slow(scope, receive, send)
             if msg["type"] != "http.request":
                 return
             chunks.append(msg.get("body", b""))
@@ -104,6 +116,45 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class HeaderTimeoutH11(H11Protocol):
+    """uvicorn's h11 protocol plus a header timeout: a connection that has not sent a whole request
+    head within `header_timeout_s` seconds of opening (or of its last response) is closed.
+
+    uvicorn's own keep-alive timer stops at the first byte, so a client trickling a header byte at a
+    time (slowloris) would hold its connection for ever. Set the timeout with `with_timeout`."""
+
+    header_timeout_s: float = 30.0
+
+    @classmethod
+    def with_timeout(cls, seconds: float) -> type[HeaderTimeoutH11]:
+        return type(cls.__name__, (cls,), {"header_timeout_s": seconds})
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _header_timeout(self) -> None:
+        waiting = self.cycle is None or self.cycle.response_complete  # no request head received yet
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
 
 
 class HttpMetrics:

@@ -2,9 +2,10 @@
 
 Validation is strict (a string is not a number, `true` is not an integer), so a wrong
 type is a 400 with the field's name rather than a silent coercion. Fields an OpenAI
-client may send but this server does not act on (`user`, `logit_bias`, ...) are
-accepted and ignored; the ones whose meaning it cannot honour (`n` > 1, `echo`) are
-refused. `response_format`, `tools` / `tool_choice` and `logprobs` / `top_logprobs` are
+client may send that change nothing in the answer (`user`, `service_tier`, ...) are
+accepted and ignored; the ones whose meaning it cannot honour (`n` > 1, `echo`, and every
+field in `UNSUPPORTED_FIELDS`: `logit_bias`, `modalities`, ...) are refused with 400 naming
+the field. `response_format`, `tools` / `tool_choice` and `logprobs` / `top_logprobs` are
 honoured (see `edge_runtime.serve.structured`).
 
 Extensions to OpenAI's request bodies (all optional): `top_k`, `priority` (higher is
@@ -17,14 +18,27 @@ why) and `timings` (llama.cpp's names, plus queue, decision and load times).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
     from edge_runtime.request import Result
 
 MAX_STOP = 4
+
+# OpenAI request fields whose meaning this server does not honour (yet): a request that sets one
+# gets 400 naming it, never a silently different answer. Delete a name here when it is implemented.
+UNSUPPORTED_FIELDS: dict[str, str] = {
+    "functions": "function calling (deprecated by OpenAI: send `tools`)",
+    "function_call": "function calling (deprecated by OpenAI: send `tool_choice`)",
+    "logit_bias": "logit bias",
+    "modalities": "audio output",
+    "audio": "audio output",
+    "prediction": "predicted outputs",
+    "web_search_options": "web search",
+}
 
 
 class _Strict(BaseModel):
@@ -35,7 +49,30 @@ class StreamOptions(_Strict):
     include_usage: bool = False  # one last chunk with `usage` and no choices
 
 
+# Honoured by the chat route only (edge_runtime.serve.structured): refused on /v1/completions.
+CHAT_ONLY_FIELDS: dict[str, str] = {
+    "tools": "tool calling (on /v1/chat/completions only)",
+    "tool_choice": "tool calling (on /v1/chat/completions only)",
+    "parallel_tool_calls": "tool calling (on /v1/chat/completions only)",
+    "response_format": "structured output (on /v1/chat/completions only)",
+    "top_logprobs": "top_logprobs (on /v1/completions, `logprobs` is the number of alternatives)",
+}
+
+
 class _Sampling(_Strict):
+    _unsupported: ClassVar[dict[str, str]] = {**UNSUPPORTED_FIELDS, **CHAT_ONLY_FIELDS}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, what in cls._unsupported.items():
+                if data.get(name) not in (None, [], {}):
+                    raise PydanticCustomError(
+                        "unsupported_field", "{field}: {what} is not supported by this server; leave the field out",
+                        {"field": name, "what": what})
+        return data
+
     model: str | None = Field(None, description="the bundle's name (the controller chooses) or a variant's name (pinned)")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
@@ -44,7 +81,7 @@ class _Sampling(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = Field(None, description=f"up to {MAX_STOP} stop strings")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     user: str | None = None
@@ -107,6 +144,7 @@ class NamedToolChoice(_Strict):
 
 
 class ChatCompletionRequest(_Sampling):
+    _unsupported: ClassVar[dict[str, str]] = UNSUPPORTED_FIELDS
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name for max_tokens")

@@ -178,10 +178,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_args(args: argparse.Namespace) -> str | None:
+    """The first flag that cannot work, said as one line (None: all fine); checked before any work."""
+    if args.limit < 1:
+        return f"--limit must be >= 1, got {args.limit}"
+    if args.seed is not None and args.seed < 0:
+        return f"--seed must be an integer >= 0, got {args.seed}"
+    if args.threads is not None and args.threads < 1:
+        return f"--threads must be >= 1, got {args.threads} (leave it out to use every core)"
+    if args.plot:
+        folder = Path(args.plot).resolve().parent
+        if not folder.is_dir():
+            return f"--plot {args.plot!r}: the folder {str(folder)!r} does not exist; create it first"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.limit < 1:
-        print(f"edge-sim: error: --limit must be >= 1, got {args.limit}", file=sys.stderr)
+    problem = _check_args(args)
+    if problem:
+        print(f"edge-sim: error: {problem}", file=sys.stderr)
         return 2
     try:
         if args.plot:

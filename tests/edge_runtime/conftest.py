@@ -107,13 +107,13 @@ def free_port() -> int:
 class LiveServer:
     """edge-serve's app under a real uvicorn in a thread (stopped by `stop`)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, **config) -> None:
         import uvicorn
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    timeout_graceful_shutdown=5))
+                                                    timeout_graceful_shutdown=5, **config))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         import time

@@ -55,6 +55,16 @@ def test_unknown_format_is_refused(tiny_bundle, tmp_path):
         (lambda r: r["variants"][1].update(parent="ghost"), r"parent 'ghost' is not in the bundle"),
         (lambda r: r.update(variants=[]), r"'variants' must be a non-empty list"),
         (lambda r: r["variants"].append(dict(r["variants"][0])), r"duplicate variant names \['dense'\]"),
+        (lambda r: r.update(tokenizer=3), r"manifest: 'tokenizer' must be a relative path inside the bundle \(no '..'\), got 3"),
+        (lambda r: r["model"].update(context_length=0), r"'context_length' must be a positive integer, got 0"),
+        (lambda r: r["model"].update(context_length=-5), r"'context_length' must be a positive integer, got -5"),
+        (lambda r: r["model"].update(bos_token_id="<s>"), r"'bos_token_id' .* must be integers in \[0, \d+\) or null, got '<s>'"),
+        (lambda r: r["model"].update(bos_token_id=10**9), r"must be integers in \[0, \d+\) or null, got 1000000000"),
+        (lambda r: r["variants"][0].update(onnx="/etc/passwd"), r"'onnx' must be a relative path inside the bundle .* got '/etc/passwd'"),
+        (lambda r: r["variants"][0].update(onnx="variants/../../x.onnx"), r"'onnx' must be a relative path inside the bundle"),
+        (lambda r: r.update(tokenizer="../tokenizer.json"), r"'tokenizer' must be a relative path inside the bundle"),
+        (lambda r: r.update(controller={"policy": "../p.onnx"}), r"'policy' must be a relative path inside the bundle"),
+        (lambda r: r.update(controller={"policy": "C:\\p.onnx"}), r"'policy' must be a relative path inside the bundle"),
     ],
 )
 def test_malformed_manifest_names_the_problem(tiny_bundle, tmp_path, mutate, message):
@@ -81,6 +91,13 @@ def test_missing_file_is_named(tiny_bundle, tmp_path):
     m = B.read_manifest(dst)
     with pytest.raises(BundleError, match=r"missing 'variants/dense-int8/model.onnx'"):
         B.check_files(dst, m)
+
+
+def test_missing_policy_file_is_not_a_missing_bundle_file(tiny_bundle, tmp_path):
+    dst, raw = _copy(tiny_bundle, tmp_path)
+    raw["controller"] = {"policy": "controller/policy.onnx", "observation": [], "actions": []}
+    (dst / "manifest.json").write_text(json.dumps(raw))
+    B.check_files(dst, B.read_manifest(dst))  # the rule policy decides instead (test_runtime)
 
 
 def test_unknown_variant(tiny_bundle):

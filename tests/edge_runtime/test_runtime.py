@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from types import SimpleNamespace
@@ -353,3 +354,16 @@ def test_a_bundle_without_costs_still_serves(bundle_copy, caplog):
         r = rt.generate("a", max_tokens=2)
     assert r.variant == "dense" and r.reason == "static"
     assert "the controller cannot be built" in caplog.text
+
+
+def test_a_missing_policy_file_falls_back_to_the_rule_policy_with_one_warning(bundle_copy, caplog):
+    raw = json.loads((bundle_copy / "manifest.json").read_text())
+    raw["controller"] = {"policy": "controller/policy.onnx", "observation": list(observation.FEATURES),
+                         "actions": [v["name"] for v in raw["variants"]]}
+    (bundle_copy / "manifest.json").write_text(json.dumps(raw))
+    with caplog.at_level(logging.WARNING), Runtime.open(bundle_copy, threads=1,
+                                                        signals=StaticSource(DeviceState())) as rt:
+        r = rt.generate("hi", max_tokens=2)
+    warnings = [rec for rec in caplog.records if rec.levelno >= logging.WARNING and rec.name.endswith(".policy")]
+    assert len(warnings) == 1 and "controller/policy.onnx" in warnings[0].getMessage()
+    assert r.source == "fallback" and rt.policy.missing is not None

@@ -118,7 +118,7 @@ def build_bundle(root: Path, tok: Tokenizer, costs: bool = True, variants=BUNDLE
             "parent": None, "onnx": rel, "params": 1000, "nonzero_params": int(1000 * (1 - sparsity)),
             "file_bytes": int(size * (1 - sparsity / 2)), "cost": cost,
         }))
-    model = ModelInfo(source="tiny", architecture="LlamaForCausalLM", params=1000, context_length=256, num_layers=2,
+    model = ModelInfo(source="tiny", architecture="LlamaForCausalLM", params=1000, context_length=1024, num_layers=2,
                       vocab_size=tok.get_vocab_size(), eos_token_ids=(tok.token_to_id("<|im_end|>"),),
                       chat_template=TINY_CHAT_TEMPLATE)
     write_manifest(root, Manifest(model=model, variants=tuple(vs), extra={"note": "kept"}))

@@ -349,3 +349,23 @@ def test_cli_limit_is_a_smoke_run_that_leaves_the_manifest_alone(bundle, small_s
     assert (bundle / "manifest.json").read_bytes() == before
     assert (bundle / "eval" / "report.md").is_file()
     assert "the manifest was left as it was" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--limit", "0"], "limit must be >= 1 case per slice, got 0"),
+    (["--limit", "-1"], "limit must be >= 1 case per slice, got -1"),
+    (["--threads", "0"], "threads must be >= 1, got 0"),
+    (["--threads", "-2"], "threads must be >= 1, got -2"),
+])
+def test_cli_bad_numbers_are_one_line(bundle, small_suite, capsys, flags, match):
+    assert main(["--bundle", str(bundle), "--suite", str(small_suite), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edge-eval: error: ") and match in err and err.count("\n") == 1
+
+
+def test_cli_context_shorter_than_the_window_is_one_line(bundle, small_suite, capsys):
+    raw = json.loads((bundle / "manifest.json").read_text())
+    raw["model"]["context_length"] = 256
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    assert main(["--bundle", str(bundle), "--suite", str(small_suite), "--quiet"]) == 2
+    assert "context (256 tokens) is shorter than the 512-token perplexity window" in capsys.readouterr().err

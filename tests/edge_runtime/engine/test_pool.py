@@ -101,3 +101,25 @@ def test_corrupt_file_fails_to_load_and_fencing(bundle_copy):
     text = pool.metrics.export().decode()
     assert 'edge_variant_failures_total{variant="dense-int8"} 1.0' in text
     assert 'edge_variant_fenced{variant="dense-int8"} 1.0' in text
+
+
+@pytest.mark.parametrize("where", ["../../../outside.data", "/ABS/outside.data"])
+def test_external_data_outside_the_variant_is_refused(bundle_copy, tmp_path, where):
+    """onnxruntime (>= 1.20, the floor in pyproject) refuses external data that escapes the model's
+    folder; this pins that a bundle cannot make the runtime read a file outside it."""
+    import onnx
+
+    model = bundle_copy / "variants" / "dense-int8" / "model.onnx"
+    outside = tmp_path / "outside.data"
+    (model.parent / "model.onnx.data").rename(outside)
+    where = where.replace("/ABS", str(tmp_path))
+    assert (model.parent / where).resolve() == outside.resolve()
+    proto = onnx.load(str(model), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = where
+    onnx.save(proto, str(model))
+    pool = VariantPool(bundle_copy, read_manifest(bundle_copy), threads=1)
+    with pytest.raises(VariantError, match="dense-int8"):
+        pool.get(1, capacity=16)

@@ -96,3 +96,16 @@ def test_runtime_replay_checks_simulation_against_real_generation(tiny_bundle, s
 def test_runtime_replay_limit_must_be_positive(tiny_bundle, capsys):
     assert main(["--bundle", str(tiny_bundle), "--profile", "desk-plugged", "--runtime", "--limit", "0"]) == 2
     assert "--limit must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+    (["--runtime", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (["--plot", "no/such/folder/day.png"], "does not exist; create it first"),
+])
+def test_bad_flags_are_one_line_before_any_work(bundle, capsys, tmp_path, monkeypatch, args, match):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--bundle", str(bundle), "--profile", "desk-plugged", "--controller", "rule", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edge-sim: error: ") and match in err and err.count("\n") == 1
+    assert not (tmp_path / "no").exists()
