@@ -58,12 +58,22 @@ def greedy(model: LanguageModel, prompt_ids: Sequence[int], max_new_tokens: int,
         yield nxt
 
 
-def _log_softmax_at(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """log p(target) per row: logits [N, V], targets [N] -> [N] float64."""
-    x = logits.astype(np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    lse = (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))[:, 0]
-    return x[np.arange(len(targets)), targets] - lse
+def log_softmax_at(logits: np.ndarray, targets: np.ndarray, rows: int = 64) -> np.ndarray:
+    """log p(target) per row: logits [N, V], targets [N] -> [N] float64.
+
+    Works in the logits' own float32, `rows` rows at a time, so a 512-token window never
+    makes a float64 copy of [512, 49152] logits (200 MB): the max-shifted exponentials are
+    summed in float32 (relative error ~1e-7 per row) and only the [N] results are float64.
+    """
+    out = np.empty(len(targets), np.float64)
+    for start in range(0, len(targets), rows):
+        x = logits[start : start + rows]  # [r, V]
+        t = np.asarray(targets[start : start + rows])
+        m = x.max(axis=-1, keepdims=True)  # [r, 1]
+        e = np.exp(x - m)  # [r, V] scratch in the logits' dtype; every value in (0, 1]
+        lse = m[:, 0].astype(np.float64) + np.log(e.sum(axis=-1).astype(np.float64))
+        out[start : start + len(t)] = x[np.arange(len(t)), t] - lse
+    return out
 
 
 # --------------------------------------------------------------------------- prompts
@@ -142,29 +152,44 @@ def _split_ws(context: str, option: str) -> tuple[str, str]:
     return stripped, context[len(stripped):] + option
 
 
+class PrefixModel(Protocol):
+    """A `LanguageModel` that can score several continuations of one context off one pass over it."""
+
+    def continuation_logits(self, context_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray:
+        """Logits [B, W, V]: row i, position j predicts `continuations[i][j]` (W = the longest; rest unused)."""
+        ...
+
+
 def option_loglikelihoods(
     model: LanguageModel, tokenizer: Tokenizer, context: str, options: Sequence[str]
 ) -> list[tuple[float, int]]:
-    """(sum of option-token log-probs, option token count) per option, in one right-padded batch."""
-    rows: list[tuple[list[int], int]] = []
-    for opt in options:
-        ctx, cont = _split_ws(context, opt)
-        ctx_ids, cont_ids = tokenizer.encode(ctx).ids, tokenizer.encode(cont).ids
-        if not ctx_ids or not cont_ids:
-            raise EvalError(f"context {context[:40]!r} or option {opt!r} encodes to no tokens; give both some text")
-        rows.append((ctx_ids + cont_ids, len(cont_ids)))
-    width = max(len(r) for r, _ in rows)
-    # Right padding with a causal model: pad positions come after every scored position,
-    # so they cannot change the logits we read.
-    batch = np.zeros((len(rows), width), dtype=np.int64)  # [B, S]
-    for i, (ids, _) in enumerate(rows):
-        batch[i, : len(ids)] = ids
-    logits = model.logits(batch)  # [B, S, V]
+    """(sum of option-token log-probs, option token count) per option.
+
+    The context is the same for every option (its trailing spaces move onto the options),
+    so a `PrefixModel` runs it once and the options off its KV cache; any other model
+    gets one right-padded batch of whole sequences. Both read the same logits.
+    """
+    ctx = _split_ws(context, "")[0]
+    ctx_ids = tokenizer.encode(ctx).ids
+    conts = [tokenizer.encode(_split_ws(context, opt)[1]).ids for opt in options]
+    if not ctx_ids or not all(conts):
+        raise EvalError(f"context {context[:40]!r} or an option of {list(options)!r} encodes to no tokens; give both some text")
+    if hasattr(model, "continuation_logits"):
+        logits = model.continuation_logits(ctx_ids, conts)  # [B, W, V]
+        starts = [0] * len(conts)
+    else:
+        rows = [ctx_ids + c for c in conts]
+        # Right padding with a causal model: pad positions come after every scored position,
+        # so they cannot change the logits we read.
+        batch = np.zeros((len(rows), max(map(len, rows))), dtype=np.int64)  # [B, S]
+        for i, ids in enumerate(rows):
+            batch[i, : len(ids)] = ids
+        logits = model.logits(batch)  # [B, S, V]
+        starts = [len(ctx_ids) - 1] * len(conts)  # the position that predicts the first option token
     out = []
-    for i, (ids, n) in enumerate(rows):
-        pos = np.arange(len(ids) - n - 1, len(ids) - 1)  # positions that predict the option tokens
-        lp = _log_softmax_at(logits[i, pos], np.asarray(ids[len(ids) - n:]))
-        out.append((float(lp.sum()), n))
+    for i, (cont, s) in enumerate(zip(conts, starts, strict=True)):
+        lp = log_softmax_at(logits[i, s : s + len(cont)], np.asarray(cont))
+        out.append((float(lp.sum()), len(cont)))
     return out
 
 
@@ -364,7 +389,7 @@ def perplexity(model: LanguageModel, windows: np.ndarray, progress: Callable[[in
     total, count = 0.0, 0
     for w in windows:
         logits = model.logits(w[None, :].astype(np.int64))[0]  # [L, V]
-        lp = _log_softmax_at(logits[:-1], w[1:])
+        lp = log_softmax_at(logits[:-1], w[1:])
         total -= float(lp.sum())
         count += len(lp)
         if progress is not None:
