@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from edge_runtime.bundle import Gate, Manifest, Quality, Variant, read_manifest, write_manifest
 from edge_runtime.errors import BundleError, EdgeError, EvalError, VariantError
+from harness.batched import score_cases
 from harness.floors import DIMENSIONS, FloorRule, Floors, gate, set_floors
 from harness.scoring import (
     CHOICE_METRICS,
@@ -61,12 +62,15 @@ class EvalConfig:
     latency_new: int = 32  # ... and generated tokens, timed per variant
     latency_repeats: int = 3  # median of this many timings
     progress: bool = False  # tqdm bars on stderr
+    batch: int = 8  # cases a forward pass (ORT variants): each pass reads every weight once, so fewer passes win
 
     def __post_init__(self) -> None:
         if self.choice_metric not in CHOICE_METRICS:
             raise EvalError(f"choice_metric must be one of {CHOICE_METRICS}, got {self.choice_metric!r}")
         if self.windows < 1 or self.window < 2:
             raise EvalError(f"need windows >= 1 and window >= 2 tokens, got {self.windows} x {self.window}")
+        if self.batch < 1:
+            raise EvalError(f"batch must be >= 1 case a forward pass, got {self.batch}")
 
 
 # --------------------------------------------------------------------------- the ORT model
@@ -80,10 +84,12 @@ class OrtModel:
     generation and the timing of a reference request.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None, name: str = "", storage: str | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, name: str = "", storage: str | None = None,
+                 quantized: bool = False) -> None:
         from edge_runtime.engine.session import VariantSession
 
         self.name = name or str(path)
+        self.quantized = quantized  # int8/int4 kernels: choice options are scored as whole sequences (harness.batched)
         try:
             self.session = VariantSession(path, threads=threads, providers=["CPUExecutionProvider"], storage=storage)
         except VariantError as e:
@@ -100,24 +106,6 @@ class OrtModel:
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         return self.session.logits(input_ids).astype(np.float32, copy=False)  # [B, S, V]
-
-    def continuation_logits(self, context_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> np.ndarray:
-        """Logits [B, W, V] predicting each continuation's tokens, the context run once (`PrefixModel`).
-
-        The context's last row predicts every continuation's first token; each continuation
-        (but its last token, which predicts nothing scored) then runs over the context's KV
-        cache, one at a time (GroupQueryAttention takes a batch of one when a past is given).
-        On a 4-option case of a 40-token context this is a fraction of the tokens of four
-        whole sequences.
-        """
-        logits, present = self.session.forward(np.asarray([context_ids], dtype=np.int64))  # [1, C, V]
-        width = max(len(c) for c in continuations)
-        out = np.empty((len(continuations), width, logits.shape[-1]), np.float32)  # [B, W, V]
-        out[:, 0] = logits[0, -1]
-        for i, c in enumerate(continuations):
-            if len(c) > 1:
-                out[i, 1 : len(c)] = self.session.forward(np.asarray([c[:-1]], dtype=np.int64), present)[0][0]
-        return out
 
     def _fresh_decoder(self, capacity: int) -> Any:
         if self._decoder is None:
@@ -278,10 +266,15 @@ def score_variant(
     """Absolute scores (slices, format, instruction), perplexity and per-case results."""
     fmt = PromptFormat(chat_template)
     cases = _limited(suite, config.limit)
-    results = []
-    bar = tqdm(cases, desc=f"{name or 'variant'}: cases", disable=not config.progress, leave=False)
-    for case in bar:
-        results.append(score_case(model, tok, fmt, case, config.choice_metric, stop))
+    with tqdm(total=len(cases), desc=f"{name or 'variant'}: cases", disable=not config.progress, leave=False) as bar:
+        if isinstance(model, OrtModel):  # many cases a forward pass (harness.batched)
+            results = score_cases(model.session, tok, fmt, cases, config.choice_metric, stop, config.batch, bar.update,
+                                  cached=not model.quantized)
+        else:
+            results = []
+            for case in cases:
+                results.append(score_case(model, tok, fmt, case, config.choice_metric, stop))
+                bar.update(1)
     bar = tqdm(total=len(windows), desc=f"{name or 'variant'}: perplexity", disable=not config.progress, leave=False)
     with bar:
         ppl = perplexity(model, windows, bar.update)
@@ -351,7 +344,7 @@ def evaluate_bundle(
             raw.append((v, absolute, ev.perplexity, ev.cases, ev.latency_ms, ev.seconds))
             continue
         t = time.perf_counter()
-        model = OrtModel(Path(bundle_dir) / v.onnx, config.threads, v.name, v.extra.get("storage"))
+        model = OrtModel(Path(bundle_dir) / v.onnx, config.threads, v.name, v.extra.get("storage"), v.quantization != "none")
         scores, ppl, results = score_variant(
             model, tok, suite, windows, chat_template=manifest.model.chat_template, stop=stops, config=config, name=v.name
         )
