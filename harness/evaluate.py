@@ -26,6 +26,7 @@ from tokenizers import Tokenizer
 
 from edge_runtime.bundle import Gate, Manifest, Quality, Variant, read_manifest, write_manifest
 from edge_runtime.errors import BundleError, EdgeError, EvalError, VariantError
+from harness.batched import score_cases
 from harness.floors import DIMENSIONS, FloorRule, Floors, gate, set_floors
 from harness.scoring import (
     CHOICE_METRICS,
@@ -67,6 +68,7 @@ class EvalConfig:
     latency_new: int = 32  # ... and generated tokens, timed per variant
     latency_repeats: int = 3  # median of this many timings
     progress: bool = False  # tqdm bars on stderr
+    batch: int = 8  # cases a forward pass (ORT variants): each pass reads every weight once, so fewer passes win
 
     def __post_init__(self) -> None:
         if self.choice_metric not in CHOICE_METRICS:
@@ -77,6 +79,8 @@ class EvalConfig:
             raise EvalError(f"limit must be >= 1 case per slice, got {self.limit}; leave it out for the whole suite")
         if self.threads is not None and self.threads < 1:
             raise EvalError(f"threads must be >= 1, got {self.threads}; leave it out to use every core")
+        if self.batch < 1:
+            raise EvalError(f"batch must be >= 1 case a forward pass, got {self.batch}")
 
 
 # --------------------------------------------------------------------------- the ORT model
@@ -90,10 +94,12 @@ class OrtModel:
     generation and the timing of a reference request.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None, name: str = "", storage: str | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, name: str = "", storage: str | None = None,
+                 quantized: bool = False) -> None:
         from edge_runtime.engine.session import VariantSession
 
         self.name = name or str(path)
+        self.quantized = quantized  # int8/int4 kernels: choice options are scored as whole sequences (harness.batched)
         try:
             self.session = VariantSession(path, threads=threads, providers=["CPUExecutionProvider"], storage=storage)
         except VariantError as e:
@@ -270,10 +276,15 @@ def score_variant(
     """Absolute scores (slices, format, instruction), perplexity and per-case results."""
     fmt = PromptFormat(chat_template)
     cases = _limited(suite, config.limit)
-    results = []
-    bar = _progress(cases, desc=f"{name or 'variant'}: cases", disable=not config.progress, leave=False)
-    for case in bar:
-        results.append(score_case(model, tok, fmt, case, config.choice_metric, stop))
+    with _progress(total=len(cases), desc=f"{name or 'variant'}: cases", disable=not config.progress, leave=False) as bar:
+        if isinstance(model, OrtModel):  # many cases a forward pass (harness.batched)
+            results = score_cases(model.session, tok, fmt, cases, config.choice_metric, stop, config.batch, bar.update,
+                                  cached=not model.quantized)
+        else:
+            results = []
+            for case in cases:
+                results.append(score_case(model, tok, fmt, case, config.choice_metric, stop))
+                bar.update(1)
     bar = _progress(total=len(windows), desc=f"{name or 'variant'}: perplexity", disable=not config.progress, leave=False)
     with bar:
         ppl = perplexity(model, windows, bar.update)
@@ -343,7 +354,7 @@ def evaluate_bundle(
             raw.append((v, absolute, ev.perplexity, ev.cases, ev.latency_ms, ev.seconds))
             continue
         t = time.perf_counter()
-        model = OrtModel(Path(bundle_dir) / v.onnx, config.threads, v.name, v.extra.get("storage"))
+        model = OrtModel(Path(bundle_dir) / v.onnx, config.threads, v.name, v.extra.get("storage"), v.quantization != "none")
         scores, ppl, results = score_variant(
             model, tok, suite, windows, chat_template=manifest.model.chat_template, stop=stops, config=config, name=v.name
         )

@@ -57,12 +57,22 @@ def greedy(model: LanguageModel, prompt_ids: Sequence[int], max_new_tokens: int,
         yield nxt
 
 
-def _log_softmax_at(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """log p(target) per row: logits [N, V], targets [N] -> [N] float64."""
-    x = logits.astype(np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    lse = (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))[:, 0]
-    return x[np.arange(len(targets)), targets] - lse
+def log_softmax_at(logits: np.ndarray, targets: np.ndarray, rows: int = 64) -> np.ndarray:
+    """log p(target) per row: logits [N, V], targets [N] -> [N] float64.
+
+    Works in the logits' own float32, `rows` rows at a time, so a 512-token window never
+    makes a float64 copy of [512, 49152] logits (200 MB): the max-shifted exponentials are
+    summed in float32 (relative error ~1e-7 per row) and only the [N] results are float64.
+    """
+    out = np.empty(len(targets), np.float64)
+    for start in range(0, len(targets), rows):
+        x = logits[start : start + rows]  # [r, V]
+        t = np.asarray(targets[start : start + rows])
+        m = x.max(axis=-1, keepdims=True)  # [r, 1]
+        e = np.exp(x - m)  # [r, V] scratch in the logits' dtype; every value in (0, 1]
+        lse = m[:, 0].astype(np.float64) + np.log(e.sum(axis=-1).astype(np.float64))
+        out[start : start + len(t)] = x[np.arange(len(t)), t] - lse
+    return out
 
 
 # --------------------------------------------------------------------------- prompts
@@ -141,37 +151,42 @@ def _split_ws(context: str, option: str) -> tuple[str, str]:
     return stripped, context[len(stripped):] + option
 
 
+def choice_tokens(tokenizer: Tokenizer, context: str, options: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """The context's token ids and each option's: the context is the same for every option
+    (its trailing spaces move onto the options), so a model may run it once."""
+    ctx_ids = tokenizer.encode(_split_ws(context, "")[0]).ids
+    conts = [tokenizer.encode(_split_ws(context, opt)[1]).ids for opt in options]
+    if not ctx_ids or not all(conts):
+        raise EvalError(f"context {context[:40]!r} or an option of {list(options)!r} encodes to no tokens; give both some text")
+    return ctx_ids, conts
+
+
 def option_loglikelihoods(
     model: LanguageModel, tokenizer: Tokenizer, context: str, options: Sequence[str]
 ) -> list[tuple[float, int]]:
     """(sum of option-token log-probs, option token count) per option, in one right-padded batch."""
-    rows: list[tuple[list[int], int]] = []
-    for opt in options:
-        ctx, cont = _split_ws(context, opt)
-        ctx_ids, cont_ids = tokenizer.encode(ctx).ids, tokenizer.encode(cont).ids
-        if not ctx_ids or not cont_ids:
-            raise EvalError(f"context {context[:40]!r} or option {opt!r} encodes to no tokens; give both some text")
-        rows.append((ctx_ids + cont_ids, len(cont_ids)))
-    width = max(len(r) for r, _ in rows)
+    ctx_ids, conts = choice_tokens(tokenizer, context, options)
+    rows = [ctx_ids + c for c in conts]
     # Right padding with a causal model: pad positions come after every scored position,
     # so they cannot change the logits we read.
-    batch = np.zeros((len(rows), width), dtype=np.int64)  # [B, S]
-    for i, (ids, _) in enumerate(rows):
+    batch = np.zeros((len(rows), max(map(len, rows))), dtype=np.int64)  # [B, S]
+    for i, ids in enumerate(rows):
         batch[i, : len(ids)] = ids
     logits = model.logits(batch)  # [B, S, V]
-    out = []
-    for i, (ids, n) in enumerate(rows):
-        pos = np.arange(len(ids) - n - 1, len(ids) - 1)  # positions that predict the option tokens
-        lp = _log_softmax_at(logits[i, pos], np.asarray(ids[len(ids) - n:]))
-        out.append((float(lp.sum()), n))
-    return out
+    start = len(ctx_ids) - 1  # the position that predicts the first option token
+    return [(float(log_softmax_at(logits[i, start : start + len(c)], np.asarray(c)).sum()), len(c))
+            for i, c in enumerate(conts)]
 
 
 def score_choice(model: LanguageModel, tokenizer: Tokenizer, fmt: PromptFormat, case: Case, metric: str = "sum") -> CaseResult:
     """Pick the option with the highest log-likelihood (`sum`) or per-character log-likelihood (`norm`)."""
     ll = option_loglikelihoods(model, tokenizer, fmt.render(case), case.options)
-    sums = [s for s, _ in ll]
-    norms = [s / max(1, len(o)) for (s, _), o in zip(ll, case.options, strict=True)]
+    return choice_result(case, [s for s, _ in ll], metric)
+
+
+def choice_result(case: Case, sums: Sequence[float], metric: str = "sum") -> CaseResult:
+    """A choice case's result from its options' summed log-likelihoods."""
+    norms = [s / max(1, len(o)) for s, o in zip(sums, case.options, strict=True)]
     pred_sum, pred_norm = int(np.argmax(sums)), int(np.argmax(norms))
     pred = pred_sum if metric == "sum" else pred_norm
     return CaseResult(
@@ -238,14 +253,21 @@ def generate_text(
 ) -> str:
     """Greedy text after `prompt`, cut before the first stop string."""
     ids: list[int] = []
-    text = ""
     for tok in model.generate(tokenizer.encode(prompt).ids, max_new_tokens, stop_ids):
         ids.append(tok)
-        text = tokenizer.decode(ids)
-        if any(s in text for s in stop):
+        if stopped(tokenizer, ids, stop):
             break
-    cut = min((text.index(s) for s in stop if s in text), default=len(text))
-    return text[:cut]
+    return cut_text(tokenizer.decode(ids), stop)
+
+
+def stopped(tokenizer: Tokenizer, ids: list[int], stop: Sequence[str]) -> bool:
+    """True once the text of `ids` holds a stop string (generation ends there)."""
+    return bool(stop) and any(s in tokenizer.decode(ids) for s in stop)
+
+
+def cut_text(text: str, stop: Sequence[str]) -> str:
+    """`text` up to the first stop string."""
+    return text[: min((text.index(s) for s in stop if s in text), default=len(text))]
 
 
 def score_generation(
@@ -253,6 +275,11 @@ def score_generation(
 ) -> CaseResult:
     """Generate greedily and check the output with `CHECKS[case.type]`."""
     text = generate_text(model, tokenizer, fmt.render(case), case.max_new_tokens, case.stop, stop_ids)
+    return generation_result(case, text)
+
+
+def generation_result(case: Case, text: str) -> CaseResult:
+    """A generation case's result: its output checked by `CHECKS[case.type]`."""
     correct, fmt_ok = CHECKS[case.type](case, text)
     return CaseResult(case.id, case.slice, case.type, case.tags, correct, fmt_ok, text)
 
@@ -324,17 +351,25 @@ def choice_accuracy(results: Iterable[CaseResult]) -> dict[str, dict[str, float]
 # --------------------------------------------------------------------------- perplexity
 
 
-def perplexity(model: LanguageModel, windows: np.ndarray, progress: Callable[[int], None] | None = None) -> float:
-    """exp(mean next-token NLL) over non-overlapping windows [N, L], one window per call."""
+def perplexity(
+    model: LanguageModel, windows: np.ndarray, progress: Callable[[int], None] | None = None, batch: int = 2
+) -> float:
+    """exp(mean next-token NLL) over non-overlapping windows [N, L], `batch` windows a call.
+
+    Two 512-token windows a pass are about 1.1x faster than one on 2 cores (measured
+    interleaved), for 100 MB more of transient logits; a row's logits do not depend on the batch.
+    """
     if windows.ndim != 2 or windows.shape[1] < 2:
         raise EvalError(f"perplexity needs windows shaped [N, L >= 2], got {windows.shape}")
     total, count = 0.0, 0
-    for w in windows:
-        logits = model.logits(w[None, :].astype(np.int64))[0]  # [L, V]
-        lp = _log_softmax_at(logits[:-1], w[1:])
-        total -= float(lp.sum())
-        count += len(lp)
+    for start in range(0, len(windows), batch):
+        ws = windows[start : start + batch].astype(np.int64)  # [b, L]
+        logits = model.logits(ws)  # [b, L, V]
+        for w, lg in zip(ws, logits, strict=True):
+            lp = log_softmax_at(lg[:-1], w[1:])
+            total -= float(lp.sum())
+            count += len(lp)
         if progress is not None:
-            progress(1)
+            progress(len(ws))
     nll = total / count
     return math.exp(nll) if nll < 700 else math.inf

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import onnxruntime as ort
@@ -69,9 +71,12 @@ class VariantSession:
         try:
             # The manifest's `storage` says whether the graph is masked; only then is the
             # `onnx` package needed (and it stays optional on the device: see _expand_masked).
-            model, files = (str(self.path), {}) if storage == "dense" else _expand_masked(self.path, so)
-            self.session = ort.InferenceSession(model, so, providers=wanted, provider_options=options)
-            del model, files  # onnxruntime copied what it needs while creating the session
+            model, tmp = (str(self.path), None) if storage == "dense" else _expand_masked(self.path, so)
+            try:
+                self.session = ort.InferenceSession(model, so, providers=wanted, provider_options=options)
+            finally:
+                if tmp is not None:  # the session holds what it needs (prepacked or mapped: unlinked files stay mapped)
+                    tmp.cleanup()
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise VariantError(
                 f"onnxruntime cannot load {str(self.path)!r} ({type(e).__name__}: {str(e)[:300]}); "
@@ -284,18 +289,20 @@ class Decoder:
             ) from e
 
 
-def _expand_masked(path: Path, so: ort.SessionOptions) -> tuple[str | bytes, dict[str, np.ndarray]]:
+def _expand_masked(path: Path, so: ort.SessionOptions) -> tuple[str, tempfile.TemporaryDirectory[str] | None]:
     """The model to open, with masked weights expanded here instead of by ORT.
 
     Masked-storage graphs (export/onnx_export.py) carry a subgraph per pruned weight
     that expands non-zero values + bitmask into the dense weight; any ORT program can
     load them, and ORT's constant folding does the expansion at load. Folding keeps every
     intermediate alive until it finishes (2.7 GB peak for SmolLM2-135M at 50%), so this
-    runtime expands each weight in numpy instead, drops the subgraphs, and hands the
-    dense weights to ORT as an in-memory external-data file, which ORT copies while it
-    creates the session. Returns the model (bytes) and the in-memory files, which must
-    stay alive until the session is created; dense-storage graphs come back as their
-    path and no files.
+    runtime expands each weight in numpy instead, one at a time, into a temporary
+    external-data file beside a copy of the graph without the subgraphs, and opens that
+    like a dense variant: ORT maps the file, prepacks the weights into its own buffers and
+    lets the mapping go, so a masked variant takes the memory of its dense twin (an
+    in-memory file instead was copied by ORT while the expanded copy was alive: about
+    1.3x dense at peak). Returns the model's path and the temporary directory to remove
+    once the session exists; dense-storage graphs come back as their path and None.
     """
     try:
         import onnx
@@ -303,12 +310,12 @@ def _expand_masked(path: Path, so: ort.SessionOptions) -> tuple[str | bytes, dic
     except ImportError:  # a device install without the `onnx` package: ORT's constant folding expands
         log.info("the onnx package is not installed: %s is opened as is (masked weights, if any, "
                  "are expanded by onnxruntime at a higher peak memory)", path)
-        return str(path), {}
+        return str(path), None
 
     head = onnx.load(str(path), load_external_data=False)
     meta = {p.key: p.value for p in head.metadata_props}
     if meta.get("storage") != "masked":
-        return str(path), {}
+        return str(path), None
     inits = {t.name: t for t in head.graph.initializer}
     nodes = {n.name: n for n in head.graph.node}
 
@@ -323,42 +330,43 @@ def _expand_masked(path: Path, so: ort.SessionOptions) -> tuple[str | bytes, dic
         return raw.view(dtype).reshape(tuple(t.dims))
 
     weights = [n.output[0] for n in head.graph.node if n.name.endswith("/expand/ReshapeOut")]
-    shapes = {w: tuple(int(x) for x in numpy_helper.to_array(inits[nodes[f"{w}/expand/ReshapeOut"].input[1]]))
-              for w in weights}
-    sizes = [int(np.prod(shapes[w])) for w in weights]
-    elem = inits[f"{weights[0]}.values"].data_type if weights else onnx.TensorProto.FLOAT  # float16 graphs too
-    blob = np.empty(sum(sizes), onnx.helper.tensor_dtype_to_np_dtype(elem))  # the in-memory "file" of expanded weights
+    dropped = {f"{w}.{part}" for w in weights for part in ("values", "bitmask")}
+    kept = [t for t in head.graph.initializer if t.name not in dropped]
+    tmp = tempfile.TemporaryDirectory(prefix="edge-expanded-")
     placeholders, offset = [], 0
-    for w, size in zip(weights, sizes, strict=True):
-        mask = np.unpackbits(array(f"{w}.bitmask"), bitorder="little", count=size).astype(bool)
-        dense = blob[offset : offset + size]
-        dense[:] = 0.0
-        dense[mask] = array(f"{w}.values")[1:]  # values[0] is the padding zero
-        t = onnx.TensorProto(name=w, data_type=elem, dims=shapes[w])
+
+    def write(f: BinaryIO, name: str, shape: tuple[int, ...], data: np.ndarray) -> None:
+        nonlocal offset
+        f.write(data.tobytes())
+        t = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(data.dtype), dims=shape)
         t.data_location = onnx.TensorProto.EXTERNAL
-        item = blob.itemsize
-        for key, value in (("location", _EXPANDED), ("offset", str(item * offset)), ("length", str(item * size))):
+        for key, value in (("location", _EXPANDED), ("offset", str(offset)), ("length", str(data.nbytes))):
             t.external_data.add(key=key, value=value)
         placeholders.append(t)
-        offset += size
-    dropped = {f"{w}.{part}" for w in weights for part in ("values", "bitmask")}
-    kept_nodes = [n for n in head.graph.node if "/expand/" not in n.name]
-    kept_inits = [t for t in head.graph.initializer if t.name not in dropped] + placeholders
+        offset += data.nbytes
+
+    # One file holds everything external (ORT refuses external data outside the model's
+    # folder, links included): the expanded weights, then the variant's other external tensors.
+    with open(Path(tmp.name) / _EXPANDED, "wb") as f:
+        for w in weights:
+            shape = tuple(int(x) for x in numpy_helper.to_array(inits[nodes[f"{w}/expand/ReshapeOut"].input[1]]))
+            size = int(np.prod(shape))
+            mask = np.unpackbits(array(f"{w}.bitmask"), bitorder="little", count=size).astype(bool)
+            values = array(f"{w}.values")
+            dense = np.zeros(size, values.dtype)  # float32, or float16 graphs' half precision
+            dense[mask] = values[1:]  # values[0] is the padding zero
+            write(f, w, shape, dense)
+        for t in kept:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                write(f, t.name, tuple(t.dims), array(t.name))
+    inline = [t for t in kept if t.data_location != onnx.TensorProto.EXTERNAL]
     del head.graph.node[:]
-    head.graph.node.extend(kept_nodes)
+    head.graph.node.extend(n for n in nodes.values() if "/expand/" not in n.name)
     del head.graph.initializer[:]
-    head.graph.initializer.extend(kept_inits)
-    # With in-memory files, ORT wants every external file in the table: map the real one too.
-    files = {_EXPANDED: blob.view(np.uint8)}
-    for t in kept_inits:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            loc = next(e.value for e in t.external_data if e.key == "location")
-            if loc not in files:
-                files[loc] = np.memmap(path.parent / loc, dtype=np.uint8, mode="r")
-    so.add_external_initializers_from_files_in_memory(
-        list(files), list(files.values()), [b.nbytes for b in files.values()]
-    )
-    return head.SerializeToString(), files
+    head.graph.initializer.extend(inline + placeholders)
+    model = Path(tmp.name) / "model.onnx"
+    model.write_bytes(head.SerializeToString())
+    return str(model), tmp
 
 
 _EXPANDED = "expanded-weights.bin"  # name of the in-memory external-data file

@@ -128,3 +128,18 @@ def test_quantized_graph_runs_close_to_fp32(tmp_path, scheme):
     ref = _torch_logits(model, ids)
     rel = np.abs(out - ref).max() / np.abs(ref).max()
     assert rel < (0.02 if scheme == "int8" else 0.2)
+
+
+def test_masked_expansion_leaves_no_temporary_files(tmp_path, monkeypatch):
+    """The expanded weights go through a temporary folder that is gone once the session exists."""
+    import tempfile
+
+    model = tiny_model().model
+    _prune_half(model)
+    save(build(model, SparseStorage.MASKED), tmp_path / "v" / "model.onnx")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    s = VariantSession(tmp_path / "v" / "model.onnx", threads=1)
+    assert list(scratch.iterdir()) == []
+    assert s.logits(np.array([[1, 2, 3]], np.int64)).shape[:2] == (1, 3)

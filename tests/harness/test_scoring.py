@@ -185,8 +185,9 @@ def test_perplexity_of_a_perfect_and_a_flat_model(tok):
     class Perfect:
         def logits(self, ids):
             out = np.full((*ids.shape, 32), -50.0, dtype=np.float32)
-            for i in range(ids.shape[1] - 1):
-                out[0, i, ids[0, i + 1]] = 50.0
+            for b in range(ids.shape[0]):
+                for i in range(ids.shape[1] - 1):
+                    out[b, i, ids[b, i + 1]] = 50.0
             return out
 
     class Flat:
