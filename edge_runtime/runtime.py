@@ -40,6 +40,7 @@ from edge_runtime.control import observation
 from edge_runtime.control.observation import DeviceState, RequestState
 from edge_runtime.control.policy import Decision, Policy, StaticPolicy, load_policy, valid_choice
 from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
+from edge_runtime.control.tiers import TIERS, select_tier, tier_mask, tier_warning
 from edge_runtime.engine.generate import Generation, Timings
 from edge_runtime.engine.pool import VariantPool
 from edge_runtime.engine.sampling import SamplingParams
@@ -95,6 +96,12 @@ class Runtime:
         self._ids = itertools.count(1)
         self._running: _Job | None = None
         self._closed = False
+        warn = tier_warning(manifest)
+        if warn:
+            log.warning(warn)
+        self._tier_masks = {}  # tier -> [V] bool, empty for an untiered bundle
+        if manifest.extra.get("tiers") and warn is None:
+            self._tier_masks = {t: tier_mask(manifest, t) for t in TIERS}
         self._worker = threading.Thread(target=self._work, name="edge-runtime-worker", daemon=True)
         self._worker.start()
 
@@ -199,6 +206,7 @@ class Runtime:
             "running": self._running.id if self._running else None,
             "recent_ms_per_token": self.latency.value,
             "signals": device.__dict__,
+            "tier": self.tier(device),
             "memory_used_mb": round(self.pool.used_mb, 1),
             "memory_budget_mb": self.config.memory_budget_mb,
             "variants": [
@@ -313,6 +321,8 @@ class Runtime:
         if not allowed.any():
             raise Unavailable("no variant can run: every variant failed its gate or was fenced; restart "
                               "after fixing the bundle")
+        tiered = allowed & self._tier_masks.get(self.tier(device), allowed)
+        allowed = tiered if tiered.any() else allowed  # nothing servable clears the tier: serve anyway
         try:
             d = self.policy.decide(obs, allowed)
         except Exception as e:  # the policy (even its fallback) must never take a request down
@@ -323,6 +333,10 @@ class Runtime:
         elif not isinstance(d, Decision):  # a duck-typed policy of the caller's: its answer, typed once
             d = Decision(int(d.variant), str(d.reason), float(getattr(d, "latency_s", 0.0)))
         return d, obs
+
+    def tier(self, device: DeviceState | None = None) -> str:
+        """The floors tier in force: the operator's `config.tier`, or with `auto` the signals' (control.tiers)."""
+        return select_tier(device or self._read_signals(), self.config.tier)
 
     def _read_signals(self) -> DeviceState:
         try:

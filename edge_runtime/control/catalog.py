@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge_runtime.bundle import Manifest
+from edge_runtime.control import tiers as _tiers
 from edge_runtime.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,17 @@ def _slice_retention(scores: dict[str, float], ref: dict[str, float], wanted: Se
     return float(np.mean([scores[s] for s in common])) / ref_mean
 
 
+def _tier_masks(manifest: Manifest, allowed: np.ndarray) -> dict[str, np.ndarray]:
+    """tier -> allowed variants that clear it; a tier nothing clears falls back to `allowed`."""
+    if _tiers.tier_warning(manifest) is not None or not manifest.extra.get("tiers"):
+        return {}
+    out = {}
+    for t in _tiers.TIERS:
+        m = allowed & _tiers.tier_mask(manifest, t)
+        out[t] = m if m.any() else allowed.copy()
+    return out
+
+
 @dataclass(frozen=True)
 class VariantCatalog:
     """Per-variant cost and quality arrays, in manifest order (densest first).
@@ -85,6 +97,7 @@ class VariantCatalog:
     allowed: np.ndarray  # [V] bool, False where the gate failed
     dense: int  # index of the reference variant
     quality_source: str  # "scores" or "perplexity"
+    tier_masks: dict[str, np.ndarray] = field(default_factory=dict)  # tier -> [V] bool; empty: untiered
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> VariantCatalog:
@@ -146,7 +159,12 @@ class VariantCatalog:
             allowed=allowed,
             dense=d,
             quality_source=source,
+            tier_masks=_tier_masks(manifest, allowed),
         )
+
+    def in_tier(self, tier: str) -> np.ndarray:
+        """[V] bool: variants that may run in `tier` (all allowed ones for an untiered bundle)."""
+        return self.tier_masks.get(tier, self.allowed)
 
     def __len__(self) -> int:
         return len(self.names)

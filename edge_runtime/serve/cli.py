@@ -18,6 +18,7 @@ import sys
 
 from edge_runtime.bundle import Manifest, check_files, read_manifest
 from edge_runtime.control.signals import SOURCES
+from edge_runtime.control.tiers import AUTO, TIERS
 from edge_runtime.errors import EdgeError, VariantError
 from edge_runtime.runtime import RuntimeConfig
 from edge_runtime.serve.app import ServerConfig, State, create_app
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--spin", action="store_true", default=_bool_env("SPIN"),
         help="let onnxruntime's threads busy-wait between forward passes: slightly faster when the device "
              "does nothing else, much slower when other processes share the cores [EDGE_SPIN]")
+    add("--tier", choices=[AUTO, *TIERS], default=_env("TIER", AUTO),
+        help="floors tier: offer only variants that clear it; auto picks normal, saver or critical from the "
+             "battery and the temperature [EDGE_TIER]")
     add("--allow-ungated", action="store_true", default=_bool_env("ALLOW_UNGATED"),
         help="also serve variants whose evaluation gate failed (logged loudly) [EDGE_ALLOW_UNGATED]")
     add("--grace-s", type=float, default=_env("GRACE_S", "30.0"),
@@ -108,7 +112,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         memory_budget_mb=args.memory_budget_mb, max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens,
         default_max_tokens=args.default_max_tokens, default_deadline_s=args.deadline_s,
         allow_ungated=args.allow_ungated, preload=preload, prefill_chunk=args.prefill_chunk, signals=args.signals,
-        spin=args.spin)
+        spin=args.spin, tier=args.tier)
     return ServerConfig(bundle=args.bundle, host=args.host, port=args.port, api_key=args.api_key or None,
                         alias=args.alias, max_body_bytes=args.max_body_bytes, grace_s=args.grace_s,
                         log_level=args.log_level, runtime=rc)
