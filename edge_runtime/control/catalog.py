@@ -4,7 +4,9 @@ The controller's world model needs two numbers per variant, both taken from what
 bundle *measured* (never from a variant's name):
 
 * **cost**: `cost.prefill_ms_per_token` and `cost.decode_ms_per_token`, measured on the
-  machine that built the bundle. A request with `p` prompt tokens and `n` new tokens needs
+  machine that built the bundle, or, where `cost.device` is present, the medians that
+  `python -m edge_runtime.engine.probe --bundle DIR` measured interleaved on the device
+  itself (one noisy export-time run can rank a variant wrongly). A request with `p` prompt tokens and `n` new tokens needs
 
       work_s(v) = (p * prefill_ms(v) + n * decode_ms(v)) / 1000                      (C1)
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +72,15 @@ def _slice_retention(scores: dict[str, float], ref: dict[str, float], wanted: Se
     if ref_mean <= 0:
         return None
     return float(np.mean([scores[s] for s in common])) / ref_mean
+
+
+def _cost(v: Any, key: str) -> float:
+    """The device's own median (`cost.device`, edge_runtime.engine.probe --bundle) when present, else the
+    build machine's figure."""
+    dev = v.cost.extra.get("device")
+    if isinstance(dev, dict) and isinstance(dev.get(key), (int, float)) and dev[key] > 0:
+        return float(dev[key])
+    return float(getattr(v.cost, key))
 
 
 def _tier_masks(manifest: Manifest, allowed: np.ndarray) -> dict[str, np.ndarray]:
@@ -152,8 +164,8 @@ class VariantCatalog:
             )
         return cls(
             names=tuple(v.name for v in variants),
-            prefill_ms=np.array([v.cost.prefill_ms_per_token for v in variants], dtype=np.float64),
-            decode_ms=np.array([v.cost.decode_ms_per_token for v in variants], dtype=np.float64),
+            prefill_ms=np.array([_cost(v, "prefill_ms_per_token") for v in variants], dtype=np.float64),
+            decode_ms=np.array([_cost(v, "decode_ms_per_token") for v in variants], dtype=np.float64),
             quality_easy=np.array(easy, dtype=np.float64),
             quality_hard=np.array(hard, dtype=np.float64),
             allowed=allowed,
