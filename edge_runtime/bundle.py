@@ -33,6 +33,7 @@ FORMAT = "edge-bundle/1"
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 POLICY = "controller/policy.onnx"
+DIFFICULTY_MODEL = "controller/difficulty.npz"
 
 METHODS = ("dense", "magnitude", "wanda", "sparsegpt", "2:4", "structured")
 QUANTIZATIONS = ("none", "int8", "int4")
@@ -337,6 +338,7 @@ class Manifest:
     model: ModelInfo
     variants: tuple[Variant, ...]  # densest first
     controller: ControllerInfo = field(default_factory=ControllerInfo)
+    difficulty: dict[str, Any] | None = None  # the difficulty model: control.difficulty.DifficultyInfo reads it
     tokenizer: str = TOKENIZER
     format: str = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
@@ -363,10 +365,14 @@ class Manifest:
             if v.parent is not None and v.parent not in names:
                 raise BundleError(f"variant {v.name!r}: parent {v.parent!r} is not in the bundle")
         _, extra = _split(d, cls)
+        diff = d.get("difficulty")
+        if diff is not None and not (isinstance(diff, dict) and isinstance(diff.get("model"), str)):
+            raise BundleError(f"manifest: 'difficulty' must be an object with a 'model' path, got {diff!r}")
         return cls(
             model=ModelInfo.from_dict(d.get("model")),
             variants=variants,
             controller=ControllerInfo.from_dict(d.get("controller")),
+            difficulty=diff,
             tokenizer=d.get("tokenizer", TOKENIZER),
             format=fmt,
             extra=extra,
@@ -379,6 +385,7 @@ class Manifest:
             "tokenizer": self.tokenizer,
             "variants": [v.to_dict() for v in self.variants],
             "controller": self.controller.to_dict(),
+            **({"difficulty": self.difficulty} if self.difficulty is not None else {}),
             **self.extra,
         }
 
@@ -479,6 +486,8 @@ def check_files(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> None:
     wanted = [manifest.tokenizer] + [v.onnx for v in manifest.variants]
     if manifest.controller.policy:
         wanted.append(manifest.controller.policy)
+    if manifest.difficulty is not None:
+        wanted.append(manifest.difficulty["model"])
     for rel in wanted:
         if not (root / rel).is_file():
             raise BundleError(f"bundle {str(root)!r} is missing {rel!r}; re-export the bundle with edge-export")

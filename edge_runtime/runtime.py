@@ -37,6 +37,7 @@ import numpy as np
 from edge_runtime.bundle import Manifest, check_files, read_manifest
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.control import observation
+from edge_runtime.control.difficulty import load_estimator, prompt_text
 from edge_runtime.control.observation import DeviceState, RequestState
 from edge_runtime.control.policy import Decision, Policy, StaticPolicy, load_policy, valid_choice
 from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
@@ -96,6 +97,7 @@ class Runtime:
         self._ids = itertools.count(1)
         self._running: _Job | None = None
         self._closed = False
+        self.difficulty = load_estimator(bundle_dir, manifest)
         warn = tier_warning(manifest)
         if warn:
             log.warning(warn)
@@ -221,7 +223,7 @@ class Runtime:
     def submit(self, prompt: str | None = None, *, messages: Sequence[dict[str, Any]] | None = None,
                prompt_ids: Sequence[int] | None = None, params: SamplingParams | None = None,
                variant: str | None = None, priority: int = 0, deadline_s: float | None = None,
-               difficulty: float = 0.0, sink: Callable[[Event], None] | None = None, stream: bool = True,
+               difficulty: float | None = None, sink: Callable[[Event], None] | None = None, stream: bool = True,
                **sampling: Any) -> Handle:
         """Queue a request and return its `Handle` at once.
 
@@ -233,7 +235,9 @@ class Runtime:
             priority: higher is served first.
             deadline_s: seconds from now by which generation must have started (default:
                 the config's); past it the request is rejected with `DeadlineExceeded`.
-            difficulty: 0 easy .. 1 needs the dense model's quality (the observation's `hard`).
+            difficulty: 0 easy .. 1 needs the dense model's quality (the observation's `hard`);
+                None: the bundle's difficulty model estimates it from the prompt
+                (`edge_runtime.control.difficulty`).
             sink: receives the request's `Event`s instead of the handle's own buffer.
             stream: send "text" events as tokens arrive; without them, a variant that fails
                 mid-generation can always be retried on another one.
@@ -245,7 +249,7 @@ class Runtime:
         try:
             ids = self.intake.prompt(prompt, messages, prompt_ids)
             params = self.intake.sampling(len(ids), params, **sampling)
-            budget = self.intake.fields(difficulty, priority, deadline_s)
+            budget = self.intake.fields(0.0 if difficulty is None else difficulty, priority, deadline_s)
             pinned = None
             if variant is not None:
                 pinned = self.variant_index(variant)
@@ -261,8 +265,10 @@ class Runtime:
             raise Unavailable("the runtime is closed")
         rid = f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         handle = Handle(rid, sink, stream)
+        text = prompt_text(prompt, messages)
+        hard, _ = self.difficulty.estimate(self.tokenizer.decode(ids) if text is None else text, len(ids), difficulty)
         now = time.monotonic()
-        job = _Job(rid, ids, params, pinned, float(difficulty), budget, now, handle)
+        job = _Job(rid, ids, params, pinned, hard, budget, now, handle)
         try:
             handle.entry = self.queue.put(job, priority=priority, deadline=now + budget)
         except (Overloaded, Unavailable) as e:
