@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.bundle import DIFFICULTY_MODEL, read_manifest, write_manifest
-from edge_runtime.control.difficulty import FEATURES, DifficultyModel, features
+from edge_runtime.control.difficulty import FEATURES, FEATURES_VERSION, DifficultyModel, features
 from edge_runtime.errors import EdgeError, EvalError
 from harness.evaluate import OrtModel, open_bundle, reference_variant, stop_ids
 from harness.scoring import PromptFormat, score_case
@@ -58,7 +58,8 @@ def case_outcomes(bundle_dir: str | Path, suite: Suite, variants: Sequence[str],
         for row, case in zip(rows, cases, strict=True):
             row["correct"][name] = bool(score_case(model, tok, fmt, case, "sum", stops).correct)
         log.info("difficulty cases: %s right on %d of %d", name, sum(r["correct"][name] for r in rows), len(rows))
-    return {"suite_version": suite.version, "features": list(FEATURES), "variants": list(variants), "cases": rows}
+    return {"suite_version": suite.version, "features": list(FEATURES), "features_version": FEATURES_VERSION,
+            "variants": list(variants), "cases": rows}
 
 
 def labels(outcomes: dict[str, Any], dense: str) -> tuple[np.ndarray, np.ndarray]:
@@ -113,9 +114,10 @@ def cross_validated_auc(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int 
 def train(bundle_dir: str | Path, outcomes: dict[str, Any], folds: int = 5, l2: float = 1.0) -> dict[str, Any]:
     """Fit on `outcomes`, write the model and the manifest entry into the bundle; the entry."""
     manifest = read_manifest(bundle_dir)
-    if outcomes.get("features") != list(FEATURES):
-        raise EvalError(f"the outcomes were computed with features {outcomes.get('features')}, the runtime now computes "
-                        f"{list(FEATURES)}: score the cases again (drop --outcomes)")
+    if outcomes.get("features") != list(FEATURES) or outcomes.get("features_version") != FEATURES_VERSION:
+        raise EvalError(f"the outcomes were computed with features {outcomes.get('features')} (version "
+                        f"{outcomes.get('features_version')}), the runtime now computes {list(FEATURES)} (version "
+                        f"{FEATURES_VERSION}): score the cases again (drop --outcomes)")
     dense = reference_variant(manifest).name
     x, y = labels(outcomes, dense)
     if y.sum() < folds or (1 - y).sum() < folds:
@@ -124,7 +126,8 @@ def train(bundle_dir: str | Path, outcomes: dict[str, Any], folds: int = 5, l2: 
     score = cross_validated_auc(x, y, folds, l2=l2)
     model = fit(x, y, l2)
     model.save(Path(bundle_dir) / DIFFICULTY_MODEL)
-    entry = {"model": DIFFICULTY_MODEL, "features": list(FEATURES), "auc": round(score, 4), "cases": int(len(y)),
+    entry = {"model": DIFFICULTY_MODEL, "features": list(FEATURES), "features_version": FEATURES_VERSION,
+             "auc": round(score, 4), "cases": int(len(y)),
              "hard_cases": int(y.sum()), "auc_method": f"stratified {folds}-fold cross-validation",
              "label": "dense right and some cheaper variant wrong", "variants": outcomes["variants"],
              "case_set_version": outcomes.get("suite_version", "")}

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from edge_runtime.bundle import read_manifest
-from edge_runtime.control.difficulty import FEATURES, N_FEATURES, DifficultyModel, load_estimator
+from edge_runtime.control.difficulty import (
+    FEATURES,
+    FEATURES_VERSION,
+    N_FEATURES,
+    DifficultyModel,
+    load_estimator,
+)
 from edge_runtime.errors import EvalError
 from harness.difficulty import CASES, auc, case_outcomes, cross_validated_auc, fit, main, train
 from harness.suite import DEFAULT_SUITE, load_suite
@@ -62,7 +68,8 @@ def _outcomes(n: int = 60) -> dict:
     hard = x[:, 0] > 0.5
     cases = [{"id": f"c{i}", "features": x[i].tolist(), "correct": {"dense": True, "dense-int8": not bool(hard[i])}}
              for i in range(n)]
-    return {"suite_version": "1.0.0", "features": list(FEATURES), "variants": ["dense", "dense-int8"], "cases": cases}
+    return {"suite_version": "1.0.0", "features": list(FEATURES), "features_version": FEATURES_VERSION,
+            "variants": ["dense", "dense-int8"], "cases": cases}
 
 
 def test_train_writes_plain_arrays_and_the_manifest_entry(bundle_copy):
