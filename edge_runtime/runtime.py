@@ -41,7 +41,7 @@ from edge_runtime.control.difficulty import load_estimator, prompt_text
 from edge_runtime.control.observation import DeviceState, RequestState
 from edge_runtime.control.policy import Decision, Policy, StaticPolicy, load_policy, valid_choice
 from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
-from edge_runtime.control.tiers import TIERS, select_tier, tier_mask, tier_warning
+from edge_runtime.control.tiers import TIERS, select_tier, tier_mask, tier_warning, tiered
 from edge_runtime.engine.generate import Generation, Timings
 from edge_runtime.engine.pool import VariantPool
 from edge_runtime.engine.sampling import SamplingParams
@@ -102,7 +102,7 @@ class Runtime:
         if warn:
             log.warning(warn)
         self._tier_masks = {}  # tier -> [V] bool, empty for an untiered bundle
-        if manifest.extra.get("tiers") and warn is None:
+        if tiered(manifest):
             self._tier_masks = {t: tier_mask(manifest, t) for t in TIERS}
         self._worker = threading.Thread(target=self._work, name="edge-runtime-worker", daemon=True)
         self._worker.start()
@@ -140,7 +140,8 @@ class Runtime:
         pool = VariantPool(root, manifest, threads=config.threads,
                            providers=list(config.providers) if config.providers else None,
                            memory_budget_mb=config.memory_budget_mb, allow_ungated=config.allow_ungated,
-                           prefill_chunk=config.prefill_chunk, spin=config.spin, metrics=metrics)
+                           prefill_chunk=config.prefill_chunk, spin=config.spin, metrics=metrics,
+                           tiered=tiered(manifest))
         if policy is None:
             try:
                 policy = load_policy(root, manifest)

@@ -83,14 +83,15 @@ def _cost(v: Any, key: str) -> float:
     return float(getattr(v.cost, key))
 
 
-def _tier_masks(manifest: Manifest, allowed: np.ndarray) -> dict[str, np.ndarray]:
-    """tier -> allowed variants that clear it; a tier nothing clears falls back to `allowed`."""
-    if _tiers.tier_warning(manifest) is not None or not manifest.extra.get("tiers"):
+def _tier_masks(manifest: Manifest, passed: np.ndarray) -> dict[str, np.ndarray]:
+    """tier -> variants that clear it (a tier nothing clears falls back to those that passed);
+    empty for an untiered bundle."""
+    if not _tiers.tiered(manifest):
         return {}
     out = {}
     for t in _tiers.TIERS:
-        m = allowed & _tiers.tier_mask(manifest, t)
-        out[t] = m if m.any() else allowed.copy()
+        m = _tiers.tier_mask(manifest, t)
+        out[t] = m if m.any() else passed.copy()
     return out
 
 
@@ -106,7 +107,7 @@ class VariantCatalog:
     decode_ms: np.ndarray  # [V] ms per generated token on the bundle's machine
     quality_easy: np.ndarray  # [V] r_easy, 0-1, dense = 1 (Q1/Q3)
     quality_hard: np.ndarray  # [V] r_hard ** HARD_EXPONENT, 0-1 (Q2/Q3/Q4)
-    allowed: np.ndarray  # [V] bool, False where the gate failed
+    allowed: np.ndarray  # [V] bool, False where the gate failed (in a tiered bundle: no tier cleared)
     dense: int  # index of the reference variant
     quality_source: str  # "scores" or "perplexity"
     tier_masks: dict[str, np.ndarray] = field(default_factory=dict)  # tier -> [V] bool; empty: untiered
@@ -157,6 +158,9 @@ class VariantCatalog:
                 "retention ppl(dense)/ppl(variant) for them (catalog.py, Q3)"
             )
         allowed = np.array([v.passed for v in variants], dtype=bool)
+        masks = _tier_masks(manifest, allowed)
+        if masks:  # tiered: a variant that fails the normal gate may serve in a lower tier
+            allowed = allowed | np.logical_or.reduce(list(masks.values()))
         if not allowed.any():
             raise BundleError(
                 f"every variant in the bundle failed its gate ({[v.name for v in variants]}); "
@@ -171,7 +175,7 @@ class VariantCatalog:
             allowed=allowed,
             dense=d,
             quality_source=source,
-            tier_masks=_tier_masks(manifest, allowed),
+            tier_masks=masks,
         )
 
     def in_tier(self, tier: str) -> np.ndarray:

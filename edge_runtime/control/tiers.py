@@ -9,7 +9,9 @@ manifest). On the device the tier is chosen by the operator (`RuntimeConfig.tier
 and the runtime offers only the variants that clear it (`tier_mask`).
 
 Tiers are ordered: `normal` holds the strictest floors, `critical` the loosest, so a
-variant that clears a tier clears every tier after it.
+variant that clears a tier clears every tier after it. `normal` is the pass/fail gate
+itself; a variant that fails it but clears `saver` or `critical` is still servable in a
+tiered bundle, in those tiers only.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ def variant_tiers(manifest: Manifest) -> list[tuple[str, ...] | None]:
     return out
 
 
+def tiered(manifest: Manifest) -> bool:
+    """True when the bundle declares tiers and every variant's gate recorded the ones it clears."""
+    return bool(manifest.extra.get("tiers")) and all(t is not None for t in variant_tiers(manifest))
+
+
 def tier_mask(manifest: Manifest, tier: str) -> np.ndarray:
     """[V] bool: variants offered in `tier`.
 
@@ -77,7 +84,7 @@ def tier_mask(manifest: Manifest, tier: str) -> np.ndarray:
     applies) and `tier_warning` says so once.
     """
     per = variant_tiers(manifest)
-    if not manifest.extra.get("tiers") or any(t is None for t in per):
+    if not tiered(manifest):
         return np.ones(len(per), dtype=bool)
     return np.array([tier in (t or ()) for t in per], dtype=bool)
 

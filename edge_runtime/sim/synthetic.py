@@ -57,6 +57,15 @@ def _synthetic_tiers(rows: list[tuple[Any, ...]]) -> dict[str, list[str]]:
     return out
 
 
+def _gate(status: str, cleared: list[str] | None) -> dict[str, Any]:
+    """The row's gate; with tiers, as edge-eval writes it: pass means the normal tier is cleared."""
+    if cleared is None:
+        return {"status": status, "failed": ["perplexity"] if status == "fail" else []}
+    ok = status == "pass" and "normal" in cleared
+    return {"status": "pass" if ok else "fail", "failed": [] if ok else ["adversarial", "multilingual"],
+            "tiers": cleared}
+
+
 def synthetic_manifest(preset: str = "small", scores: bool = True, costs: bool = True,
                        tiers: bool = False) -> Manifest:
     """A manifest for `preset` ("small": 5 variants, one failing its gate; "smollm2": 8).
@@ -84,8 +93,7 @@ def synthetic_manifest(preset: str = "small", scores: bool = True, costs: bool =
                         "scores": dict(zip(("common", "edge", "adversarial", "multilingual"), sc, strict=True)) if scores else {}},
             "cost": {"prefill_ms_per_token": pre if costs else None,
                      "decode_ms_per_token": dec if costs else None, "peak_rss_mb": mb},
-            "gate": {"status": gate, "failed": ["perplexity"] if gate == "fail" else [],
-                     **({"tiers": cleared[name]} if tiers else {})},
+            "gate": _gate(gate, cleared[name] if tiers else None),
             "synthetic": True,
         }, f"synthetic {name}"))
     model = ModelInfo(source="synthetic", architecture="LlamaForCausalLM", params=params,

@@ -42,6 +42,8 @@ def test_tier_masks_nest_and_exclude_failed_variants():
     assert (masks["normal"] <= masks["saver"]).all() and (masks["saver"] <= masks["critical"]).all()
     assert not masks["critical"][m.index("magnitude-50")]
     cat = VariantCatalog.from_manifest(m)
+    s50 = m.index("structured-50")
+    assert m.variants[s50].gate.status == "fail" and cat.allowed[s50]  # fails normal, serves in critical
     assert cat.in_tier("normal")[cat.dense] and not cat.in_tier("normal")[m.index("structured-50")]
 
 
@@ -82,8 +84,9 @@ def test_runtime_serves_only_what_clears_the_tier(bundle_copy, make_policy, capl
 
     m = read_manifest(bundle_copy)
     names = m.names
-    # the last variant clears only critical; everything else clears every tier
-    variants = tuple(replace(v, gate=replace(v.gate, extra={**v.gate.extra, "tiers": (
+    # the last variant fails the normal gate but clears critical; everything else clears every tier
+    variants = tuple(replace(v, gate=replace(v.gate, status="fail" if i == len(names) - 1 else "pass",
+                                             extra={**v.gate.extra, "tiers": (
         ["critical"] if i == len(names) - 1 else ["normal", "saver", "critical"])}))
         for i, v in enumerate(m.variants))
     write_manifest(bundle_copy, replace(m, variants=variants, extra={**m.extra, "tiers": ["normal", "saver", "critical"]}))
@@ -98,8 +101,8 @@ def test_runtime_serves_only_what_clears_the_tier(bundle_copy, make_policy, capl
             assert rt.status()["tier"] == tier
         finally:
             rt.close(grace_s=5)
-    # per-tier results missing for one variant: one warning at open, every variant offered
-    variants = variants[:-1] + (replace(variants[-1], gate=replace(variants[-1].gate, extra={})),)
+    # per-tier results missing for one variant: one warning at open, the pass/fail gate alone decides
+    variants = variants[:-1] + (replace(variants[-1], gate=replace(variants[-1].gate, status="pass", extra={})),)
     write_manifest(bundle_copy, replace(m, variants=variants, extra={**m.extra, "tiers": ["normal", "saver", "critical"]}))
     with caplog.at_level(logging.WARNING, logger="edge_runtime.runtime"):
         rt = Runtime.open(bundle_copy, policy=make_policy(last), signals=StaticSource(DeviceState()), threads=1,
