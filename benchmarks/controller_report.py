@@ -62,10 +62,10 @@ def _estimator(bundle: Path, manifest: Any) -> tuple[DifficultyEstimator, str]:
     """The bundle's difficulty model, else an untrained one of the same shape (same arithmetic, for timing)."""
     est = load_estimator(bundle, manifest)
     if est.usable:
-        return est, "the bundle's"
+        return est, "the bundle's difficulty model"
     n = len(difficulty.FEATURES)
     return DifficultyEstimator(difficulty.DifficultyModel(np.zeros(n), np.ones(n), np.zeros(n), 0.0)), \
-        "an untrained stand-in of the same shape (the bundle has none)"
+        "an untrained model of the same shape, since the bundle has none"
 
 
 def decision_latency(bundle: Path, profiles: list[str]) -> dict[str, Any]:
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         f"held out: {', '.join(held_out)}.", "",
         f"Decision latency (ONNX policy behind the fallback, {latency['decisions']} decisions): "
         f"p50 {latency['p50_ms']:.3f} ms, p99 {latency['p99_ms']:.3f} ms, fallbacks {latency['fallbacks']}. "
-        f"With the difficulty estimate ({latency['difficulty_model']} model) computed together: "
+        f"With the difficulty estimate ({latency['difficulty_model']}) computed together: "
         f"p50 {latency['with_difficulty_p50_ms']:.3f} ms, p99 {latency['with_difficulty_p99_ms']:.3f} ms.", "",
         f"Difficulty model: {_difficulty_line(manifest)}", "",
         "## Acceptance criteria", "", criteria_markdown(checks, held_out), "",
