@@ -31,7 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from controller.evaluation import compare, controller_specs, criteria, markdown  # noqa: E402
 from edge_runtime.bundle import read_manifest  # noqa: E402
+from edge_runtime.control import difficulty  # noqa: E402
 from edge_runtime.control.catalog import VariantCatalog  # noqa: E402
+from edge_runtime.control.difficulty import DifficultyEstimator, load_estimator  # noqa: E402
 from edge_runtime.control.policy import load_policy  # noqa: E402
 from edge_runtime.errors import BundleError  # noqa: E402
 from edge_runtime.sim.profile import list_profiles, load_profile  # noqa: E402
@@ -56,21 +58,51 @@ def pick_bundle(arg: str | None) -> tuple[Path, bool]:
     return SYNTHETIC_BUNDLE, True
 
 
-def decision_latency(bundle: Path, profiles: list[str]) -> dict[str, float]:
-    """p50/p99 decision time of the runtime's controller (ONNX policy behind the fallback)."""
+def _estimator(bundle: Path, manifest: Any) -> tuple[DifficultyEstimator, str]:
+    """The bundle's difficulty model, else an untrained one of the same shape (same arithmetic, for timing)."""
+    est = load_estimator(bundle, manifest)
+    if est.usable:
+        return est, "the bundle's difficulty model"
+    n = len(difficulty.FEATURES)
+    return DifficultyEstimator(difficulty.DifficultyModel(np.zeros(n), np.ones(n), np.zeros(n), 0.0)), \
+        "an untrained model of the same shape, since the bundle has none"
+
+
+def decision_latency(bundle: Path, profiles: list[str]) -> dict[str, Any]:
+    """p50/p99 time of the difficulty estimate (features of a difficulty-set prompt + model) together
+    with the runtime controller's decision (ONNX policy behind the fallback)."""
+    from harness.difficulty import CASES
+    from harness.suite import load_suite
+
     manifest = read_manifest(bundle)
     catalog = VariantCatalog.from_manifest(manifest)
     pol = load_policy(bundle, manifest, strict=True)
-    lat = []
+    est, which = _estimator(bundle, manifest)
+    prompts = [c.prompt for c in load_suite(CASES).cases]
+    lat, both = [], []
     for name in profiles:
         sim = Simulator(load_profile(name), catalog, record=False)
         while not sim.done and len(lat) < 20000:
+            text = prompts[len(lat) % len(prompts)]
+            t0 = time.perf_counter()
+            est.estimate(text, len(text) // 4)
             d = pol.decide(sim.observation(), sim.allowed)
+            both.append(time.perf_counter() - t0)
             lat.append(d.latency_s)
             sim.step(d.variant)
-    ms = np.asarray(lat) * 1000
+    ms, ms_both = np.asarray(lat) * 1000, np.asarray(both) * 1000
     return {"decisions": len(lat), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "max_ms": float(ms.max()), "fallbacks": pol.fallbacks}
+            "max_ms": float(ms.max()), "fallbacks": pol.fallbacks, "difficulty_model": which,
+            "with_difficulty_p50_ms": float(np.percentile(ms_both, 50)),
+            "with_difficulty_p99_ms": float(np.percentile(ms_both, 99))}
+
+
+def _difficulty_line(manifest: Any) -> str:
+    d = manifest.difficulty
+    if d is None:
+        return "none in this bundle (train one with python -m harness.difficulty --bundle DIR)."
+    return (f"AUC {d.get('auc')} ({d.get('auc_method', '')}) on {d.get('cases')} cases never gated on, "
+            f"{d.get('hard_cases')} hard; variants {d.get('variants')}.")
 
 
 def _num(x: float | None) -> str:
@@ -80,12 +112,14 @@ def _num(x: float | None) -> str:
 def criteria_markdown(checks: dict[str, dict[str, Any]], held_out: list[str]) -> str:
     yes = {True: "yes", False: "**no**", None: "n/a"}
     lines = ["| profile | split | RL >= best static | RL >= rule | quality vs matched static | "
-             "miss <= 2% (dense > 10%) | RL / oracle |", "|---|---|---|---|---|---|---|"]
+             "miss <= 2% (dense > 10%) | battery: energy / dense <= 0.8 at quality >= 0.98 | RL / oracle |",
+             "|---|---|---|---|---|---|---|---|"]
     for prof, c in checks.items():
         lines.append(
             f"| {prof} | {'held out' if prof in held_out else 'train'} | {yes[c['beats_static']]} "
             f"({c['best_static'][7:]}) | {yes[c['beats_rule']]} | {_num(c['quality_ratio'])} x "
             f"{c['matched_static'][7:]} ({yes[c['quality_gain']]}) | {yes[c['deadline']]} | "
+            f"{_num(c.get('energy_ratio'))} / {_num(c.get('dense_quality_ratio'))} ({yes[c['battery_energy']]}) | "
             f"{_num(c.get('oracle_ratio'))} ({yes[c.get('oracle')]}) |")
     return "\n".join(lines)
 
@@ -120,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     results = compare(bundle, profiles, specs, progress=True)
     eval_s = time.perf_counter() - t0
     dense = catalog.names[catalog.dense]
-    checks = {prof: criteria(reports, dense) for prof, reports in results.items()}
+    checks = {prof: criteria(reports, dense, load_profile(prof).device.has_battery) for prof, reports in results.items()}
     latency = decision_latency(bundle, profiles)
 
     report = {
@@ -149,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         + f"; quality from {catalog.quality_source}; policy trained on {', '.join(trained_on)}; "
         f"held out: {', '.join(held_out)}.", "",
         f"Decision latency (ONNX policy behind the fallback, {latency['decisions']} decisions): "
-        f"p50 {latency['p50_ms']:.3f} ms, p99 {latency['p99_ms']:.3f} ms, fallbacks {latency['fallbacks']}.", "",
+        f"p50 {latency['p50_ms']:.3f} ms, p99 {latency['p99_ms']:.3f} ms, fallbacks {latency['fallbacks']}. "
+        f"With the difficulty estimate ({latency['difficulty_model']}) computed together: "
+        f"p50 {latency['with_difficulty_p50_ms']:.3f} ms, p99 {latency['with_difficulty_p99_ms']:.3f} ms.", "",
+        f"Difficulty model: {_difficulty_line(manifest)}", "",
         "## Acceptance criteria", "", criteria_markdown(checks, held_out), "",
         "## Every controller on every profile", "", markdown(results, held_out),
     ]

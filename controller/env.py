@@ -12,7 +12,10 @@ when the profile's requests are done or the battery runs out.
 
 Actions are the bundle's *offered* variants: gate passed and, with `prune_dominated`
 (default), not dominated (`VariantCatalog.undominated`). `env.unwrapped.actions` maps an
-action to a manifest variant index. Failed-gate variants are never offered.
+action to a manifest variant index. Failed-gate variants are never offered. In a tiered
+bundle an action whose variant does not clear the tier in force (`Simulator.allowed`) is
+served by the densest action that does (the runtime's fallback for a refused choice); the
+observation tells the policy what the tier follows (battery, heat), so it learns to avoid them.
 
 Domain randomization (`randomize` = r > 0) perturbs each episode's profile so that a policy
 does not memorize the training profiles: battery_start, rate_per_s, burst_rate_per_s,
@@ -130,7 +133,11 @@ class EdgeDeviceEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is outside {self.action_space}")
-        reward = self.sim.step(self.actions[int(action)])
+        variant = self.actions[int(action)]
+        allowed = self.sim.allowed
+        if not allowed[variant]:
+            variant = next((a for a in self.actions if allowed[a]), int(np.flatnonzero(allowed)[0]))
+        reward = self.sim.step(variant)
         obs = self.sim.observation()
         info = {"t": self.sim.now, "profile": self.sim.profile.name}
         if self.sim.done:

@@ -8,7 +8,9 @@ drew) with each controller and returns the `SimReport`s. `criteria` checks, per 
 * `quality_gain`: RL mean quality >= 1.10 x that of the *matched static*: the static variant
   with the least energy among those using at least RL's energy (the same or higher energy);
 * `deadline`: where dense alone misses > 10% of deadlines, RL misses <= 2%;
-* `oracle`: RL reward >= 0.90 x the oracle's.
+* `oracle`: RL reward >= 0.90 x the oracle's;
+* `battery_energy`: on battery profiles, RL's energy per request <= 0.80 x static dense's
+  while its mean quality stays >= 0.98 x static dense's (None on mains-only profiles).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ QUALITY_GAIN = 1.10
 DENSE_MISS = 0.10
 RL_MISS = 0.02
 ORACLE_SHARE = 0.90
+BATTERY_ENERGY = 0.80  # RL energy per request / static dense's, on battery profiles
+BATTERY_QUALITY = 0.98  # ... at RL mean quality / static dense's at least this
 
 
 def controller_specs(catalog: VariantCatalog, rl: bool = True, oracle: bool = True) -> list[str]:
@@ -60,8 +64,9 @@ def compare(
     return out
 
 
-def criteria(results: dict[str, SimReport], dense: str) -> dict[str, Any]:
-    """The acceptance checks for one profile's reports (needs `rl`; `oracle` if present)."""
+def criteria(results: dict[str, SimReport], dense: str, battery: bool = False) -> dict[str, Any]:
+    """The acceptance checks for one profile's reports (needs `rl`; `oracle` if present);
+    `battery`: the profile runs on a battery (`Profile.device.has_battery`)."""
     rl = results["rl"]
     statics = {k: r for k, r in results.items() if k.startswith("static:")}
     best = max(statics.values(), key=lambda r: r.reward)
@@ -80,6 +85,12 @@ def criteria(results: dict[str, SimReport], dense: str) -> dict[str, Any]:
         out["deadline"] = bool(rl.deadline_miss_rate <= RL_MISS)
     else:
         out["deadline"] = None  # not applicable: dense alone meets its deadlines
+    out["battery_energy"] = None
+    if battery and dense_r is not None and dense_r.requests and dense_r.energy_wh > 0 and dense_r.mean_quality > 0:
+        out["energy_ratio"] = float((rl.energy_wh / max(rl.requests, 1)) / (dense_r.energy_wh / dense_r.requests))
+        out["dense_quality_ratio"] = float(rl.mean_quality / dense_r.mean_quality)
+        out["battery_energy"] = bool(out["energy_ratio"] <= BATTERY_ENERGY
+                                     and out["dense_quality_ratio"] >= BATTERY_QUALITY)
     if "oracle" in results:
         o = results["oracle"].reward
         out["oracle_ratio"] = float(rl.reward / o) if o > 0 else None

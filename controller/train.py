@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 TRAIN_PROFILES: tuple[str, ...] = (
     "desk-plugged", "laptop-battery", "phone-low-battery", "hot-enclosure", "bursty-traffic", "heavy-load-desk",
+    "kiosk-rush",
 )
-HELD_OUT: tuple[str, ...] = ("jetson-battery-pack", "overnight-idle", "scripted-day", "commute-phone", "trace-office")
+HELD_OUT: tuple[str, ...] = ("jetson-battery-pack", "overnight-idle", "scripted-day", "commute-phone", "trace-office",
+                             "field-tablet")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ FORMAT = "edge-bundle/1"
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 POLICY = "controller/policy.onnx"
+DIFFICULTY_MODEL = "controller/difficulty.npz"
 
 METHODS = ("dense", "magnitude", "wanda", "sparsegpt", "2:4", "structured")
 QUANTIZATIONS = ("none", "int8", "int4")
@@ -419,6 +420,7 @@ class Manifest:
     variants: tuple[Variant, ...]  # densest first
     controller: ControllerInfo = field(default_factory=ControllerInfo)
     pairs: tuple[Pair, ...] = ()  # speculative pairs (optional; older manifests have none)
+    difficulty: dict[str, Any] | None = None  # the difficulty model: control.difficulty.DifficultyInfo reads it
     tokenizer: str = TOKENIZER
     format: str = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
@@ -450,11 +452,15 @@ class Manifest:
         pairs = tuple(Pair.from_dict(p, f"pair #{i}") for i, p in enumerate(raw_pairs))
         check_pairs(pairs, variants)
         _, extra = _split(d, cls)
+        diff = d.get("difficulty")
+        if diff is not None and not (isinstance(diff, dict) and isinstance(diff.get("model"), str)):
+            raise BundleError(f"manifest: 'difficulty' must be an object with a 'model' path, got {diff!r}")
         return cls(
             model=ModelInfo.from_dict(d.get("model")),
             variants=variants,
             controller=ControllerInfo.from_dict(d.get("controller")),
             pairs=pairs,
+            difficulty=diff,
             tokenizer=_inside(d.get("tokenizer", TOKENIZER), "manifest", "tokenizer"),
             format=fmt,
             extra=extra,
@@ -468,6 +474,7 @@ class Manifest:
             "variants": [v.to_dict() for v in self.variants],
             "controller": self.controller.to_dict(),
             **({"pairs": [p.to_dict() for p in self.pairs]} if self.pairs else {}),
+            **({"difficulty": self.difficulty} if self.difficulty is not None else {}),
             **self.extra,
         }
 
@@ -581,7 +588,8 @@ def write_manifest(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> No
 
 
 def check_files(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> None:
-    """`BundleError` naming the first missing file of the manifest (a missing policy is not one)."""
+    """`BundleError` naming the first missing file of the manifest (a missing policy or difficulty
+    model is not one: the runtime falls back to the rule controller or the client's difficulty)."""
     root = Path(bundle_dir)
     wanted = [manifest.tokenizer] + [v.onnx for v in manifest.variants]
     for rel in wanted:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.control.signals import SOURCES
+from edge_runtime.control.tiers import check_tier
 from edge_runtime.errors import EdgeError
 from edge_runtime.shadow.config import ShadowConfig
 
@@ -126,6 +127,7 @@ class RuntimeConfig:
     preload: str | tuple[str, ...] = "first"  # at open: "none", "first" (first servable), "all", or variant names
     prefill_chunk: int = 256  # prompt tokens per forward pass (bounds the transient logits memory)
     signals: str = "auto"  # auto | psutil | sysfs | static, when no SignalSource object is passed
+    tier: str = "auto"  # floors tier: auto (from battery and heat, control.tiers.select_tier) | normal | saver | critical
     spin: bool = False  # onnxruntime threads busy-wait between passes: a little faster on an idle
     # machine, up to 2x slower where other processes share the cores (measured on 2 busy cores)
     shadow: ShadowConfig = ShadowConfig()  # shadow scoring, drift and capture (edge_runtime.shadow); off by default
@@ -141,5 +143,6 @@ class RuntimeConfig:
                 raise ValueError(f"RuntimeConfig.{name} must be a number > 0 or None, got {v!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"RuntimeConfig.threads must be an integer >= 1 or None, got {self.threads!r}")
+        check_tier(self.tier, "RuntimeConfig.tier", ValueError)
         if self.signals not in SOURCES:
             raise ValueError(f"RuntimeConfig.signals must be one of {sorted(SOURCES)}, got {self.signals!r}")

@@ -37,10 +37,12 @@ import numpy as np
 from edge_runtime.bundle import Manifest, check_files, read_manifest
 from edge_runtime.config import RuntimeConfig
 from edge_runtime.control import observation
+from edge_runtime.control.difficulty import load_estimator, prompt_text
 from edge_runtime.control.observation import DeviceState, RequestState
 from edge_runtime.control.policy import Decision, Policy, StaticPolicy, load_policy, valid_choice
 from edge_runtime.control.power import EnergyMeter, auto_meter
 from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, StaticSource
+from edge_runtime.control.tiers import TIERS, select_tier, tier_mask, tier_warning, tiered
 from edge_runtime.engine.generate import Generation, Timings
 from edge_runtime.engine.grammar import Constraint, Grammars
 from edge_runtime.engine.pool import VariantPool
@@ -106,6 +108,13 @@ class Runtime:
         self._ids = itertools.count(1)
         self._running: _Job | None = None
         self._closed = False
+        self.difficulty = load_estimator(bundle_dir, manifest)
+        warn = tier_warning(manifest)
+        if warn:
+            log.warning(warn)
+        self._tier_masks = {}  # tier -> [V] bool, empty for an untiered bundle
+        if tiered(manifest):
+            self._tier_masks = {t: tier_mask(manifest, t) for t in TIERS}
         self._worker = threading.Thread(target=self._work, name="edge-runtime-worker", daemon=True)
         self._worker.start()
 
@@ -144,7 +153,8 @@ class Runtime:
         pool = VariantPool(root, manifest, threads=config.threads,
                            providers=list(config.providers) if config.providers else None,
                            memory_budget_mb=config.memory_budget_mb, allow_ungated=config.allow_ungated,
-                           prefill_chunk=config.prefill_chunk, spin=config.spin, metrics=metrics)
+                           prefill_chunk=config.prefill_chunk, spin=config.spin, metrics=metrics,
+                           tiered=tiered(manifest))
         if policy is None:
             try:
                 policy = load_policy(root, manifest)
@@ -216,6 +226,7 @@ class Runtime:
             "recent_ms_per_token": self.latency.value,
             "signals": device.__dict__,
             "shadow": self.shadow.status() if self.shadow is not None else None,
+            "tier": self.tier(device),
             "memory_used_mb": round(self.pool.used_mb, 1),
             "memory_budget_mb": self.config.memory_budget_mb,
             "variants": [
@@ -232,7 +243,7 @@ class Runtime:
     def submit(self, prompt: str | None = None, *, messages: Sequence[dict[str, Any]] | None = None,
                prompt_ids: Sequence[int] | None = None, params: SamplingParams | None = None,
                variant: str | None = None, priority: int = 0, deadline_s: float | None = None,
-               difficulty: float = 0.0, sink: Callable[[Event], None] | None = None, stream: bool = True,
+               difficulty: float | None = None, sink: Callable[[Event], None] | None = None, stream: bool = True,
                constraint: Constraint | None = None, tools: Sequence[dict[str, Any]] | None = None,
                **sampling: Any) -> Handle:
         """Queue a request and return its `Handle` at once.
@@ -245,7 +256,9 @@ class Runtime:
             priority: higher is served first.
             deadline_s: seconds from now by which generation must have started (default:
                 the config's); past it the request is rejected with `DeadlineExceeded`.
-            difficulty: 0 easy .. 1 needs the dense model's quality (the observation's `hard`).
+            difficulty: 0 easy .. 1 needs the dense model's quality (the observation's `hard`);
+                None: the bundle's difficulty model estimates it from the prompt
+                (`edge_runtime.control.difficulty`).
             sink: receives the request's `Event`s instead of the handle's own buffer.
             stream: send "text" events as tokens arrive; without them, a variant that fails
                 mid-generation can always be retried on another one.
@@ -260,7 +273,7 @@ class Runtime:
         try:
             ids = self.intake.prompt(prompt, messages, prompt_ids, tools)
             params = self.intake.sampling(len(ids), params, **sampling)
-            budget = self.intake.fields(difficulty, priority, deadline_s)
+            budget = self.intake.fields(0.0 if difficulty is None else difficulty, priority, deadline_s)
             pinned, pair = None, None
             if variant is not None and variant in self.pool.pairs:
                 pair, pinned = variant, self.variant_index(self.pool.pairs[variant].verifier)
@@ -282,9 +295,10 @@ class Runtime:
             raise Unavailable("the runtime is closed")
         rid = f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         handle = Handle(rid, sink, stream)
+        text = prompt_text(prompt, messages)
+        hard, _ = self.difficulty.estimate(self.tokenizer.decode(ids) if text is None else text, len(ids), difficulty)
         now = time.monotonic()
-        job = _Job(rid, ids, params, pinned, pair, float(difficulty), budget, now, handle, constraint, prompt,
-                   messages)
+        job = _Job(rid, ids, params, pinned, pair, hard, budget, now, handle, constraint, prompt, messages)
         try:
             handle.entry = self.queue.put(job, priority=priority, deadline=now + budget)
         except (Overloaded, Unavailable) as e:
@@ -343,6 +357,8 @@ class Runtime:
         if not allowed.any():
             raise Unavailable("no variant can run: every variant failed its gate or was fenced; restart "
                               "after fixing the bundle")
+        tiered = allowed & self._tier_masks.get(self.tier(device), allowed)
+        allowed = tiered if tiered.any() else allowed  # nothing servable clears the tier: serve anyway
         try:
             d = self.policy.decide(obs, allowed)
         except Exception as e:  # the policy (even its fallback) must never take a request down
@@ -353,6 +369,10 @@ class Runtime:
         elif not isinstance(d, Decision):  # a duck-typed policy of the caller's: its answer, typed once
             d = Decision(int(d.variant), str(d.reason), float(getattr(d, "latency_s", 0.0)))
         return d, obs
+
+    def tier(self, device: DeviceState | None = None) -> str:
+        """The floors tier in force: the operator's `config.tier`, or with `auto` the signals' (control.tiers)."""
+        return select_tier(device or self._read_signals(), self.config.tier)
 
     def _read_signals(self) -> DeviceState:
         try:

@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge_runtime.bundle import read_manifest
 from edge_runtime.errors import EdgeError, EvalError
@@ -78,6 +79,27 @@ def _print_table(result: BundleEval) -> None:
         print(v.name[:17].ljust(18) + row + "  " + gate)
 
 
+def _mix_tiers(mixes: dict[str, Any]) -> dict[str, str]:
+    """Mix name -> tier: `<profile>@<tier>` mixes, and profiles that declare a fixed tier."""
+    from edge_runtime.control.tiers import AUTO, TIERS
+    from edge_runtime.errors import ProfileError
+    from edge_runtime.sim.profile import load_profile
+
+    out = {}
+    for name in mixes:
+        prof, _, tier = name.rpartition("@")
+        if prof and tier in TIERS:
+            out[name] = tier
+            continue
+        try:
+            fixed = load_profile(name).tier
+        except ProfileError:
+            continue  # a hand-written --mix entry that names no profile: its own floors table
+        if fixed != AUTO:
+            out[name] = fixed
+    return out
+
+
 def _system(args: argparse.Namespace, floors_path: Path) -> int:
     manifest = read_manifest(args.bundle)
     floors = Floors.from_toml(floors_path)
@@ -89,8 +111,9 @@ def _system(args: argparse.Namespace, floors_path: Path) -> int:
         if not isinstance(mixes, dict) or not all(isinstance(v, dict) for v in mixes.values()):
             raise EvalError(f"--mix {str(args.mix)!r}: expected {{profile: {{variant: share}}}}, got {str(mixes)[:80]}")
     else:
-        mixes = profile_mixes(args.bundle, [p for p in args.profiles.split(",") if p], args.controller)
-    out = gate_system(manifest, mixes, floors)
+        mixes = profile_mixes(args.bundle, [p for p in args.profiles.split(",") if p], args.controller,
+                              tiered=bool(floors.tiers))
+    out = gate_system(manifest, mixes, floors, _mix_tiers(mixes) if floors.tiers else None)
     print(json.dumps(out, indent=2))
     return 0 if all(x["gate"]["status"] == "pass" for x in out.values()) else 1
 

@@ -406,6 +406,8 @@ def apply_to_manifest(bundle_dir: str | Path, result: BundleEval) -> Manifest:
                    "choice_metric": result.config.choice_metric, "heldout_tokens": result.tokens},
         )
         manifest = manifest.replace_variant(replace(old, quality=quality, gate=ev.gate if result.floors else old.gate))
+    if result.floors is not None and result.floors.tiers:  # the runtime reads which tiers the gate recorded
+        manifest = replace(manifest, extra={**manifest.extra, "tiers": list(result.floors.tiers)})
     write_manifest(bundle_dir, manifest)
     return manifest
 
@@ -433,12 +435,14 @@ FAILED = "(failed)"  # pseudo-variant: requests the system did not serve
 
 
 def profile_mixes(
-    bundle_dir: str | Path, profiles: Sequence[str], controller: str = "rule", seed: int | None = None
+    bundle_dir: str | Path, profiles: Sequence[str], controller: str = "rule", seed: int | None = None,
+    tiered: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Share of requests each variant served when `edge-sim` replays each profile with `controller`.
 
     Requests that failed (dropped, errored) are the share of the pseudo-variant `FAILED`, which
-    delivers no quality.
+    delivers no quality. With `tiered`, each tier the replay ran under adds a mix
+    `"<profile>@<tier>"` of the requests served under it (for `gate_system`'s `tiers`).
     """
     from edge_runtime.sim.cli import simulate
 
@@ -447,11 +451,18 @@ def profile_mixes(
         r = simulate(bundle_dir, prof, controller, seed=seed, record=False)
         failed = r.failed / r.requests if r.requests else 0.0
         out[r.profile] = {**{k: v * (1.0 - failed) for k, v in r.variant_share.items()}, FAILED: failed}
+        if tiered:
+            for tier, share in r.tier_share.items():
+                out[f"{r.profile}@{tier}"] = dict(share)
     return out
 
 
-def gate_system(manifest: Manifest, mixes: dict[str, dict[str, float]], floors: Floors) -> dict[str, dict[str, Any]]:
-    """Delivered per-slice quality and its gate for each profile's variant mix (scores from the manifest)."""
+def gate_system(manifest: Manifest, mixes: dict[str, dict[str, float]], floors: Floors,
+                tiers: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Delivered per-slice quality and its gate for each profile's variant mix (scores from the manifest).
+
+    `tiers` (mix name -> tier) holds those mixes to their tier's floors (`harness.floors.gate_profiles`).
+    """
     from harness.floors import delivered_quality, gate_profiles
 
     scores: dict[str, dict[str, float]] = {v.name: dict(v.quality.scores) for v in manifest.variants if v.quality.scores}
@@ -459,13 +470,21 @@ def gate_system(manifest: Manifest, mixes: dict[str, dict[str, float]], floors: 
         raise EvalError("the manifest has no scores yet; run edge-eval --bundle DIR first")
     scores[FAILED] = dict.fromkeys(SLICES, 0.0)
     delivered = {prof: delivered_quality(scores, {k: v for k, v in mix.items() if v > 0}) for prof, mix in mixes.items()}
-    gates = gate_profiles(delivered, floors)
+    gates = gate_profiles(delivered, floors, tiers)
     return {
         prof: {"mix": {k: round(v, 4) for k, v in mixes[prof].items()},
                "delivered": {k: round(x, 4) for k, x in delivered[prof].items()},
-               "floors": floors.profile(prof), "gate": {"status": g.status, "failed": list(g.failed)}}
+               "tier": (tiers or {}).get(prof),
+               "floors": _system_floors(floors, prof, tiers), "gate": {"status": g.status, "failed": list(g.failed)}}
         for prof, g in gates.items()
     }
+
+
+def _system_floors(floors: Floors, prof: str, tiers: dict[str, str] | None) -> dict[str, float]:
+    tier = (tiers or {}).get(prof)
+    if tier is not None and floors.tiers:
+        return {s: f for s, f in floors.tier(tier).items() if s in SLICES}
+    return floors.profile(prof)
 
 
 __all__ = [

@@ -12,6 +12,11 @@ from the **dense** variant alone, before any pruned result exists. The rule (`Fl
   i.e. held-out perplexity at most twice the dense model's.
 - cost dimensions (`latency`, `size`, variant / dense): ceilings, 1.10 and 1.05 by default:
   a variant slower or larger than dense beyond measurement noise has no reason to ship.
+- tiers (`normal`, `saver`, `critical`, `edge_runtime.control.tiers.TIERS`): the same rule with
+  a margin widened by `FloorRule.tier_widen` per tier (0, 0.05, 0.15 by default) and a lower
+  `ppl_retention` floor (`tier_ppl`: 0.5, 0.4, 0.3), so `normal` is exactly [floors] and each
+  later tier accepts a larger, declared drop when the device is short of power or heat.
+  Ceilings apply to every tier. The gate records the tiers a variant clears (`gate.tiers`).
 - per-profile floors on the controller's delivered per-slice quality:
   `max(chance, dense - profile_margin)`, profile_margin 0.15 by default, in
   `[profiles.default]`; add `[profiles.<name>]` tables by hand for stricter profiles.
@@ -33,6 +38,8 @@ from typing import Any
 
 from edge_runtime.bundle import Gate, atomic_write_text
 from edge_runtime.config import check_table, read_toml
+from edge_runtime.control import tiers as _tiers
+from edge_runtime.control.tiers import TIERS
 from edge_runtime.errors import EvalError
 from harness.suite import SLICES
 
@@ -78,9 +85,14 @@ class FloorRule:
     latency: float = 1.10  # ceiling on variant / dense latency
     size: float = 1.05  # ceiling on variant / dense bytes
     profile_margin: float = 0.15  # drop from dense the delivered per-slice quality may show
+    tier_widen: tuple[float, ...] = (0.0, 0.05, 0.15)  # extra quality margin per tier, in TIERS order
+    tier_ppl: tuple[float, ...] = (0.5, 0.4, 0.3)  # ppl_retention floor per tier, in TIERS order
 
     def margin(self, p: float, n: int) -> float:
         return max(self.min_margin, self.z * math.sqrt(max(p * (1 - p), 0.0) / max(n, 1)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else float(v) for k, v in self.__dict__.items()}
 
 
 @dataclass(frozen=True)
@@ -90,18 +102,26 @@ class Floors:
     floors: dict[str, float]  # dimension -> minimum score
     ceilings: dict[str, float] = field(default_factory=dict)  # dimension -> maximum relative cost
     profiles: dict[str, dict[str, float]] = field(default_factory=dict)  # profile -> slice -> floor
+    tiers: dict[str, dict[str, float]] = field(default_factory=dict)  # tier -> dimension -> floor
     version: int = 1  # bumped each time --set-floors rewrites the file
     suite_version: str = ""  # the suite these floors were measured on
     model: str = ""  # the model source the dense scores came from
     created: str = ""
     dense: dict[str, float] = field(default_factory=dict)  # the dense scores the floors came from
     margins: dict[str, float] = field(default_factory=dict)  # dense - floor, per dimension
-    rule: dict[str, float] = field(default_factory=dict)  # the FloorRule used
+    rule: dict[str, Any] = field(default_factory=dict)  # the FloorRule used
     path: str = ""
 
     def profile(self, name: str) -> dict[str, float]:
         """Per-slice floors for a resource profile: its own table, else `default`, else none."""
         return self.profiles.get(name, self.profiles.get("default", {}))
+
+    def tier(self, name: str) -> dict[str, float]:
+        """Floors of tier `name`; EvalError for a tier the file does not declare."""
+        if name not in self.tiers:
+            raise EvalError(f"{self.path}: no [tiers.{name}] table (declared: {list(self.tiers)}); "
+                            "set floors again with edge-eval --set-floors")
+        return self.tiers[name]
 
     @property
     def dimensions(self) -> tuple[str, ...]:
@@ -132,8 +152,9 @@ class Floors:
             if bad:
                 raise EvalError(f"{where}: [profiles.{name}] names unknown slices {bad}; use {list(SLICES)}")
             profiles[name] = {k: _unit(v, f"{where}: [profiles.{name}] {k}") for k, v in tbl.items()}
+        tiers = _tier_tables(d.get("tiers", {}), floors, where)
         return cls(
-            floors=floors, ceilings=ceilings, profiles=profiles, version=version,
+            floors=floors, ceilings=ceilings, profiles=profiles, tiers=tiers, version=version,
             suite_version=d.get("suite_version", ""), model=d.get("model", ""), created=d.get("created", ""),
             dense=d.get("dense", {}), margins=d.get("margins", {}), rule=d.get("rule", {}), path=where,
         )
@@ -159,6 +180,9 @@ class Floors:
         ):
             if tbl:
                 lines += ["", f"[{name}]  # {note}"] + [f"{k} = {_num(v)}" for k, v in tbl.items()]
+        for tier, tbl in self.tiers.items():
+            lines += ["", f"[tiers.{tier}]  # floors a variant must clear to be offered in this tier"]
+            lines += [f"{k} = {_num(v)}" for k, v in tbl.items()]
         for prof, tbl in self.profiles.items():
             lines += ["", f"[profiles.{_key(prof)}]  # delivered per-slice quality under this profile"]
             lines += [f"{k} = {_num(v)}" for k, v in tbl.items()]
@@ -179,7 +203,9 @@ def _key(s: str) -> str:
     return s if all(c.isalnum() or c in "-_" for c in s) else _q(s)
 
 
-def _num(v: float) -> str:
+def _num(v: float | list[float]) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_num(x) for x in v) + "]"
     return repr(round(float(v), 4))
 
 
@@ -209,6 +235,27 @@ def _table(d: dict[str, Any], key: str, where: str, kind: str) -> dict[str, floa
     return out
 
 
+def _tier_tables(raw: Any, floors: dict[str, float], where: str) -> dict[str, dict[str, float]]:
+    """[tiers.<tier>] tables: known tiers only, each flooring exactly the dimensions [floors] does."""
+    if not isinstance(raw, dict):
+        raise EvalError(f"{where}: 'tiers' must be tables [tiers.<name>], got {raw!r}")
+    out: dict[str, dict[str, float]] = {}
+    for name, tbl in raw.items():
+        _tiers.check_tier(name, f"{where}: [tiers.{name}]", allow_auto=False)
+        if not isinstance(tbl, dict):
+            raise EvalError(f"{where}: [tiers.{name}] must be a table of dimension = floor, got {tbl!r}")
+        unknown = sorted(set(tbl) - set(floors))
+        if unknown:
+            raise EvalError(f"{where}: [tiers.{name}] names unknown dimensions {unknown}; a tier floors the "
+                            f"dimensions of [floors]: {list(floors)}")
+        missing = [k for k in floors if k not in tbl]
+        if missing:
+            raise EvalError(f"{where}: [tiers.{name}] lacks dimensions {missing}; give every dimension of [floors] "
+                            "a floor in each tier (or set floors again with edge-eval --set-floors)")
+        out[name] = {k: _unit(float(v), f"{where}: [tiers.{name}] {k}") for k, v in tbl.items()}
+    return {t: out[t] for t in TIERS if t in out}
+
+
 # --------------------------------------------------------------------------- setting floors
 
 
@@ -227,13 +274,19 @@ def set_floors(
     `previous` (the file being replaced, if any) only supplies the version to bump and any
     hand-written per-profile tables other than `default`.
     """
+    if len(rule.tier_widen) != len(TIERS) or len(rule.tier_ppl) != len(TIERS):
+        raise EvalError(f"FloorRule.tier_widen and tier_ppl need one value per tier {list(TIERS)}, got "
+                        f"{list(rule.tier_widen)} and {list(rule.tier_ppl)}")
     floors: dict[str, float] = {}
     margins: dict[str, float] = {}
+    tiers: dict[str, dict[str, float]] = {t: {} for t in TIERS}
     for name in QUALITY:
         if name not in dense:
             continue  # no cases for it in this suite: nothing to gate
         p = float(dense[name])
         m = rule.margin(p, int(counts.get(name, 0)))
+        for t, widen in zip(TIERS, rule.tier_widen, strict=True):
+            tiers[t][name] = round(min(p, max(chance.get(name, 0.0), p - m - widen)), 4)
         floors[name] = round(min(p, max(chance.get(name, 0.0), p - m)), 4)
         if p - m <= chance.get(name, 0.0):
             log.warning(
@@ -242,6 +295,8 @@ def set_floors(
             )
         margins[name] = round(p - floors[name], 4)
     floors["ppl_retention"] = rule.ppl_retention
+    for t, ppl in zip(TIERS, rule.tier_ppl, strict=True):
+        tiers[t]["ppl_retention"] = ppl if t != TIERS[0] else rule.ppl_retention
     margins["ppl_retention"] = round(1.0 - rule.ppl_retention, 4)
     profiles = {k: v for k, v in (previous.profiles if previous else {}).items() if k != "default"}
     profiles = {
@@ -256,13 +311,14 @@ def set_floors(
         floors=floors,
         ceilings={"latency": rule.latency, "size": rule.size},
         profiles=profiles,
+        tiers=tiers,
         version=(previous.version + 1) if previous else 1,
         suite_version=suite_version,
         model=model,
         created=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         dense={k: round(float(v), 4) for k, v in dense.items() if k in DIMENSIONS},
         margins=margins,
-        rule={k: float(v) for k, v in rule.__dict__.items()},
+        rule=rule.to_dict(),
     )
 
 
@@ -274,9 +330,16 @@ def gate(scores: Mapping[str, float], floors: Floors) -> Gate:
 
     A dimension the scores lack counts as failed: absence of evidence is not a pass.
     """
-    failed = [d for d, f in floors.floors.items() if not scores.get(d, -math.inf) >= f - _EPS]
-    failed += [d for d, c in floors.ceilings.items() if not scores.get(d, math.inf) <= c + _EPS]
-    return Gate("fail" if failed else "pass", tuple(failed), {"floors_version": floors.version})
+    failed = _failed(scores, floors.floors, floors.ceilings)
+    extra: dict[str, Any] = {"floors_version": floors.version}
+    if floors.tiers:
+        extra["tiers"] = [t for t, fl in floors.tiers.items() if not _failed(scores, fl, floors.ceilings)]
+    return Gate("fail" if failed else "pass", tuple(failed), extra)
+
+
+def _failed(scores: Mapping[str, float], fl: Mapping[str, float], ceilings: Mapping[str, float]) -> list[str]:
+    failed = [d for d, f in fl.items() if not scores.get(d, -math.inf) >= f - _EPS]
+    return failed + [d for d, c in ceilings.items() if not scores.get(d, math.inf) <= c + _EPS]
 
 
 # --------------------------------------------------------------------------- whole-system gating
@@ -287,38 +350,25 @@ def delivered_quality(
     mix: Mapping[str, float],
     per_slice_mix: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, float]:
-    """Per-slice quality the controller delivers when it runs variants in these shares.
+    """Per-slice quality delivered by a variant mix (`edge_runtime.control.tiers.delivered_quality`
+    over the suite's slices)."""
+    return _tiers.delivered_quality(slice_scores, mix, SLICES, per_slice_mix)
 
-    Args:
-        slice_scores: variant -> slice -> accuracy (the manifest's `quality.scores`).
-        mix: variant -> share of requests it served (e.g. from an edge-sim replay); shares
-            are normalized, so counts work too.
-        per_slice_mix: optional slice -> variant -> share, for controllers that route by
-            difficulty (a slice missing here uses `mix`).
 
-    Returns:
-        slice -> expected accuracy, the share-weighted mean of the variants' scores.
+def gate_profiles(delivered: Mapping[str, Mapping[str, float]], floors: Floors,
+                  tiers: Mapping[str, str] | None = None) -> dict[str, Gate]:
+    """Gate each profile's delivered per-slice quality on its floors.
+
+    A profile with a tier (`tiers`: profile -> tier, from the profile's `tier` key) is held to
+    that tier's slice floors; others to their [profiles.<name>] (or default) table.
     """
-    out: dict[str, float] = {}
-    for s in SLICES:
-        shares = (per_slice_mix or {}).get(s, mix)
-        total = sum(shares.values())
-        if total <= 0 or any(v < 0 for v in shares.values()):
-            raise EvalError(f"variant shares must be non-negative and not all zero, got {dict(shares)}")
-        unknown = sorted(set(shares) - set(slice_scores))
-        if unknown:
-            raise EvalError(f"the mix names variants with no scores {unknown}; scored: {sorted(slice_scores)}")
-        if not all(s in slice_scores[v] for v, w in shares.items() if w > 0):
-            continue  # some variant in the mix was not scored on this slice
-        out[s] = sum(w / total * slice_scores[v][s] for v, w in shares.items() if w > 0)
-    return out
-
-
-def gate_profiles(delivered: Mapping[str, Mapping[str, float]], floors: Floors) -> dict[str, Gate]:
-    """Gate each profile's delivered per-slice quality on its per-profile floors."""
     out = {}
     for prof, q in delivered.items():
-        fl = floors.profile(prof)
+        tier = (tiers or {}).get(prof)
+        if tier is not None and floors.tiers:
+            fl = {s: f for s, f in floors.tier(tier).items() if s in SLICES}
+        else:
+            fl = floors.profile(prof)
         failed = tuple(s for s, f in fl.items() if not q.get(s, -math.inf) >= f - _EPS)
         out[prof] = Gate("fail" if failed else "pass", failed, {"floors_version": floors.version})
     return out

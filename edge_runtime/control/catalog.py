@@ -4,7 +4,9 @@ The controller's world model needs two numbers per variant, both taken from what
 bundle *measured* (never from a variant's name):
 
 * **cost**: `cost.prefill_ms_per_token` and `cost.decode_ms_per_token`, measured on the
-  machine that built the bundle. A request with `p` prompt tokens and `n` new tokens needs
+  machine that built the bundle, or, where `cost.device` is present, the medians that
+  `python -m edge_runtime.engine.probe --bundle DIR` measured interleaved on the device
+  itself (one noisy export-time run can rank a variant wrongly). A request with `p` prompt tokens and `n` new tokens needs
 
       work_s(v) = (p * prefill_ms(v) + n * decode_ms(v)) / 1000                      (C1)
 
@@ -41,11 +43,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from edge_runtime.bundle import Manifest
+from edge_runtime.control import tiers as _tiers
 from edge_runtime.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,27 @@ def _slice_retention(scores: dict[str, float], ref: dict[str, float], wanted: Se
     return float(np.mean([scores[s] for s in common])) / ref_mean
 
 
+def _cost(v: Any, key: str) -> float:
+    """The device's own median (`cost.device`, edge_runtime.engine.probe --bundle) when present, else the
+    build machine's figure."""
+    dev = v.cost.extra.get("device")
+    if isinstance(dev, dict) and isinstance(dev.get(key), (int, float)) and dev[key] > 0:
+        return float(dev[key])
+    return float(getattr(v.cost, key))
+
+
+def _tier_masks(manifest: Manifest, passed: np.ndarray) -> dict[str, np.ndarray]:
+    """tier -> variants that clear it (a tier nothing clears falls back to those that passed);
+    empty for an untiered bundle."""
+    if not _tiers.tiered(manifest):
+        return {}
+    out = {}
+    for t in _tiers.TIERS:
+        m = _tiers.tier_mask(manifest, t)
+        out[t] = m if m.any() else passed.copy()
+    return out
+
+
 @dataclass(frozen=True)
 class VariantCatalog:
     """Per-action cost and quality arrays: the manifest's variants (densest first), then its pairs.
@@ -86,9 +111,10 @@ class VariantCatalog:
     decode_ms: np.ndarray  # [V] ms per generated token on the bundle's machine
     quality_easy: np.ndarray  # [V] r_easy, 0-1, dense = 1 (Q1/Q3)
     quality_hard: np.ndarray  # [V] r_hard ** HARD_EXPONENT, 0-1 (Q2/Q3/Q4)
-    allowed: np.ndarray  # [V] bool, False where the gate failed
+    allowed: np.ndarray  # [V] bool, False where the gate failed (in a tiered bundle: no tier cleared)
     dense: int  # index of the reference variant
     quality_source: str  # "scores" or "perplexity"
+    tier_masks: dict[str, np.ndarray] = field(default_factory=dict)  # tier -> [V] bool; empty: untiered
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> VariantCatalog:
@@ -136,15 +162,21 @@ class VariantCatalog:
                 "retention ppl(dense)/ppl(variant) for them (catalog.py, Q3)"
             )
         allowed = np.array([v.passed for v in variants], dtype=bool)
-        for p in manifest.pairs:
-            j = manifest.index(p.verifier)
-            easy.append(easy[j])
-            hard.append(hard[j])
-        verifiers = [manifest.variant(p.verifier) for p in manifest.pairs]
-        prefill = [v.cost.prefill_ms_per_token for v in variants] + [v.cost.prefill_ms_per_token for v in verifiers]
-        decode = [v.cost.decode_ms_per_token for v in variants] + [
-            p.cost.decode_ms_per_token or v.cost.decode_ms_per_token for p, v in zip(manifest.pairs, verifiers, strict=True)]
-        allowed = np.append(allowed, [v.passed for v in verifiers]).astype(bool)
+        masks = _tier_masks(manifest, allowed)
+        if masks:  # tiered: a variant that fails the normal gate may serve in a lower tier
+            allowed = allowed | np.logical_or.reduce(list(masks.values()))
+        # speculative pairs: one action each, with its verifier's quality, gate, tiers and prefill
+        # cost, and its own measured decode cost
+        ver = [manifest.index(p.verifier) for p in manifest.pairs]
+        easy += [easy[j] for j in ver]
+        hard += [hard[j] for j in ver]
+        prefill = [_cost(v, "prefill_ms_per_token") for v in variants] + [
+            _cost(variants[j], "prefill_ms_per_token") for j in ver]
+        decode = [_cost(v, "decode_ms_per_token") for v in variants] + [
+            p.cost.decode_ms_per_token or _cost(variants[j], "decode_ms_per_token")
+            for p, j in zip(manifest.pairs, ver, strict=True)]
+        allowed = np.append(allowed, allowed[ver]).astype(bool)
+        masks = {t: np.append(m, m[ver]).astype(bool) for t, m in masks.items()}
         if not allowed.any():
             raise BundleError(
                 f"every variant in the bundle failed its gate ({[v.name for v in variants]}); "
@@ -159,7 +191,12 @@ class VariantCatalog:
             allowed=allowed,
             dense=d,
             quality_source=source,
+            tier_masks=masks,
         )
+
+    def in_tier(self, tier: str) -> np.ndarray:
+        """[V] bool: variants that may run in `tier` (all allowed ones for an untiered bundle)."""
+        return self.tier_masks.get(tier, self.allowed)
 
     def __len__(self) -> int:
         return len(self.names)

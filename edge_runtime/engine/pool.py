@@ -67,6 +67,8 @@ class VariantPool:
         providers: onnxruntime execution providers in order of preference (None: auto).
         memory_budget_mb: estimated MiB of loaded variants at most (None: no limit).
         allow_ungated: also run variants whose evaluation gate failed.
+        tiered: the bundle's gate recorded tiers (edge_runtime.control.tiers): a variant that failed
+            the normal gate but clears a lower tier may load; the runtime offers it only in that tier.
         prefill_chunk: prompt tokens per forward pass.
         spin: let onnxruntime's idle threads spin (None: its default).
         metrics: where loads, failures and fencing are counted (None: a private registry).
@@ -75,7 +77,7 @@ class VariantPool:
     def __init__(self, bundle_dir: str | os.PathLike[str], manifest: Manifest, threads: int | None = None,
                  providers: list[str] | None = None, memory_budget_mb: float | None = None,
                  allow_ungated: bool = False, prefill_chunk: int = 256, spin: bool | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, tiered: bool = False) -> None:
         self.root = Path(bundle_dir)
         self.manifest = manifest
         self.threads = threads
@@ -95,7 +97,7 @@ class VariantPool:
         self._k: dict[str, AdaptiveK] = {}  # what each pair learnt about its acceptance, across requests
         self._lock = threading.RLock()
         for i, v in enumerate(manifest.variants):
-            if v.gate.status == "fail":
+            if v.gate.status == "fail" and not (tiered and v.gate.extra.get("tiers")):
                 failed = ", ".join(v.gate.failed) or "unspecified"
                 if allow_ungated:
                     log.warning("RUNNING UNGATED: variant %r failed its evaluation gate (%s) and may be served "

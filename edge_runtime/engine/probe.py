@@ -1,25 +1,35 @@
-"""Measure one variant's cost on this machine: prefill and decode ms per token, peak RSS.
+"""Measure variants' costs on this machine: prefill and decode ms per token, peak RSS.
 
-Runs in a fresh process (`python -m edge_runtime.engine.probe MODEL.onnx`) so that the peak
-resident memory is the variant's alone and timings are not disturbed by the caller's
-heap. The exporter records the result as the variant's `cost` in the manifest; on a
-device, the same command tells how much slower or faster it is than the build machine.
+`python -m edge_runtime.engine.probe MODEL.onnx` measures one variant in a fresh process
+(so that the peak resident memory is the variant's alone and timings are not disturbed by
+the caller's heap); the exporter records it as the variant's `cost`.
+
+`python -m edge_runtime.engine.probe --bundle DIR --rounds 5` re-measures every variant of a
+bundle on the device it runs on: `rounds` rounds, each variant once per round in a rotated
+order, so that a busy spell of another process falls on every variant alike instead of on
+whichever ran then. The median and the spread (max - min over rounds) go into the manifest
+as `cost.device`, which the runtime's catalog prefers to the build machine's figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
+import platform
 import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from edge_runtime.bundle import Cost, read_manifest, write_manifest
 from edge_runtime.engine.session import VariantSession
-from edge_runtime.errors import EdgeError, VariantError
+from edge_runtime.errors import BundleError, EdgeError, VariantError
 
 PROMPT_TOKENS = 128
 DECODE_TOKENS = 32
@@ -85,25 +95,72 @@ def measure_in_subprocess(path: str | Path, threads: int | None = None, timeout_
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+KEYS = ("prefill_ms_per_token", "decode_ms_per_token")
+
+
+def measure_bundle(bundle_dir: str | Path, rounds: int = 5, threads: int | None = None,
+                   measure_one: Any = None) -> dict[str, dict[str, Any]]:
+    """Every gated variant of a bundle, `rounds` times, interleaved; per variant the median and
+    spread of each cost (`measure_one(path, threads)` defaults to `measure_in_subprocess`)."""
+    if rounds < 1:
+        raise BundleError(f"rounds must be >= 1, got {rounds}; use 3 or more for a median worth trusting")
+    measure_one = measure_one or measure_in_subprocess
+    manifest = read_manifest(bundle_dir)
+    names = [v.name for v in manifest.variants if v.passed]
+    samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate: no variant always first
+        for name in order:
+            samples[name].append(measure_one(Path(bundle_dir) / manifest.variant(name).onnx, threads))
+    out = {}
+    for name, rows in samples.items():
+        fig: dict[str, Any] = {"rounds": rounds, "host": platform.node(),
+                               "measured": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        for key in KEYS:
+            xs = np.array([row[key] for row in rows], dtype=np.float64)
+            fig[key] = round(float(np.median(xs)), 4)
+            fig[key.replace("_ms_per_token", "_spread_ms")] = round(float(xs.max() - xs.min()), 4)
+        out[name] = fig
+    return out
+
+
+def record_device_costs(bundle_dir: str | Path, figures: dict[str, dict[str, Any]]) -> None:
+    """Write `figures` (from `measure_bundle`) as each variant's `cost.device`, atomically."""
+    manifest = read_manifest(bundle_dir)
+    for name, fig in figures.items():
+        v = manifest.variant(name)
+        manifest = manifest.replace_variant(replace(v, cost=Cost(v.cost.prefill_ms_per_token, v.cost.decode_ms_per_token,
+                                                                  v.cost.peak_rss_mb, {**v.cost.extra, "device": fig})))
+    write_manifest(bundle_dir, manifest)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", nargs="?", help="a variant's model.onnx")
+    ap.add_argument("model", nargs="?", help="a variant's model.onnx (or --bundle DIR, or --pairs BUNDLE)")
+    ap.add_argument("--bundle", help="re-measure every gated variant of this bundle and record cost.device")
+    ap.add_argument("--rounds", type=int, default=5, help="with --bundle: interleaved rounds (median over them)")
     ap.add_argument("--pairs", metavar="BUNDLE", help="instead: re-measure every speculative pair of BUNDLE and "
                     "write the results into its manifest")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     ap.add_argument("--prompt-tokens", type=int, default=PROMPT_TOKENS)
     ap.add_argument("--decode-tokens", type=int, default=DECODE_TOKENS)
     args = ap.parse_args(argv)
-    if (args.model is None) == (args.pairs is None):
-        ap.error("give a model.onnx, or --pairs BUNDLE")
+    if sum(x is not None for x in (args.model, args.bundle, args.pairs)) != 1:
+        ap.error("give exactly one of MODEL.onnx, --bundle DIR or --pairs BUNDLE")
     try:
         if args.pairs:
             from edge_runtime.engine.pairs import measure_pairs
 
             m = measure_pairs(args.pairs, threads=args.threads)
             print(json.dumps([p.to_dict() for p in m.pairs], indent=1))
-            return 0
-        print(json.dumps(measure(args.model, args.threads, args.prompt_tokens, args.decode_tokens)))
+        elif args.bundle:
+            figures = measure_bundle(args.bundle, args.rounds, args.threads)
+            record_device_costs(args.bundle, figures)
+            for name, f in figures.items():
+                print(f"{name:>24}: prefill {f['prefill_ms_per_token']:.3f} ms/token (spread {f['prefill_spread_ms']:.3f}), "
+                      f"decode {f['decode_ms_per_token']:.3f} ms/token (spread {f['decode_spread_ms']:.3f})")
+        else:
+            print(json.dumps(measure(args.model, args.threads, args.prompt_tokens, args.decode_tokens)))
     except EdgeError as e:
         print(f"edge-probe: {e}", file=sys.stderr)
         return 2

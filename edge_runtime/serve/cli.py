@@ -22,6 +22,7 @@ from typing import Any
 
 from edge_runtime.bundle import Manifest, check_files, read_manifest
 from edge_runtime.control.signals import SOURCES
+from edge_runtime.control.tiers import AUTO, TIERS
 from edge_runtime.engine.providers import parse as parse_providers
 from edge_runtime.engine.providers import resolve as resolve_providers
 from edge_runtime.errors import EdgeError, VariantError
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--spin", action="store_true", default=_bool_env("SPIN"),
         help="let onnxruntime's threads busy-wait between forward passes: slightly faster when the device "
              "does nothing else, much slower when other processes share the cores [EDGE_SPIN]")
+    add("--tier", choices=[AUTO, *TIERS], default=_env("TIER", AUTO),
+        help="floors tier: offer only variants that clear it; auto picks normal, saver or critical from the "
+             "battery and the temperature [EDGE_TIER]")
     add("--allow-ungated", action="store_true", default=_bool_env("ALLOW_UNGATED"),
         help="also serve variants whose evaluation gate failed (logged loudly) [EDGE_ALLOW_UNGATED]")
     _shadow_flags(ap)
@@ -175,7 +179,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         memory_budget_mb=args.memory_budget_mb, max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens,
         default_max_tokens=args.default_max_tokens, default_deadline_s=args.deadline_s,
         allow_ungated=args.allow_ungated, preload=preload, prefill_chunk=args.prefill_chunk, signals=args.signals,
-        spin=args.spin, shadow=_shadow_config(args))
+        spin=args.spin, shadow=_shadow_config(args), tier=args.tier)
     return ServerConfig(bundle=args.bundle, host=args.host, port=args.port, api_key=args.api_key or None,
                         alias=args.alias, max_body_bytes=args.max_body_bytes, grace_s=args.grace_s,
                         timeout_s=args.timeout_s, max_connections=args.max_connections, log_level=args.log_level,

@@ -88,8 +88,9 @@ class _Sampling(_Strict):
     priority: int = Field(0, ge=-1000, le=1000, description="extension: higher is served first")
     deadline_s: float | None = Field(None, gt=0.0, le=86400.0,
                                      description="extension: seconds from arrival by which generation must start")
-    difficulty: float = Field(0.0, ge=0.0, le=1.0,
-                              description="extension: 0 easy .. 1 needs the dense model's quality")
+    difficulty: float | None = Field(None, ge=0.0, le=1.0,
+                                     description="extension: 0 easy .. 1 needs the dense model's quality; "
+                                                 "default: the bundle's difficulty model estimates it")
     ignore_eos: bool = Field(False, description="extension: generate past end-of-sequence tokens")
 
 

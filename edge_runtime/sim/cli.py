@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.bundle import Manifest, read_manifest
-from edge_runtime.control.catalog import VariantCatalog
+from edge_runtime.control.catalog import EASY_SLICES, HARD_SLICES, VariantCatalog
 from edge_runtime.control.policy import Policy, RulePolicy, StaticPolicy, load_policy
+from edge_runtime.control.tiers import delivered_quality
 from edge_runtime.errors import EdgeError, PolicyError, VariantError
 from edge_runtime.extras import add_version, require
 from edge_runtime.sim.oracle import LookaheadOracle
@@ -116,6 +117,27 @@ def format_report(r: SimReport) -> str:
     ]
     if r.decision_reasons:
         lines.append("  decisions          " + ", ".join(f"{k} {v}" for k, v in sorted(r.decision_reasons.items())))
+    return "\n".join(lines)
+
+
+def tier_quality(r: SimReport, manifest: Manifest) -> dict[str, dict[str, float]]:
+    """Delivered per-slice quality per tier: the harness slice scores of the variants served under
+    each tier, weighted by their shares (empty for a bundle without slice scores)."""
+    scores = {v.name: dict(v.quality.scores) for v in manifest.variants}
+    slices = EASY_SLICES + HARD_SLICES
+    out = {}
+    for tier, share in r.tier_share.items():
+        if share and all(any(s in scores[n] for s in slices) for n in share):
+            out[tier] = {k: round(x, 4) for k, x in delivered_quality(scores, share, slices).items()}
+    return out
+
+
+def format_tiers(r: SimReport, quality: dict[str, dict[str, float]]) -> str:
+    """One line per tier: requests served under it and the per-slice quality delivered."""
+    lines = []
+    for tier, n in r.tier_requests.items():
+        q = ", ".join(f"{k} {v:.3f}" for k, v in quality.get(tier, {}).items())
+        lines.append(f"  tier {tier:<13} {n:6d} requests   {q}")
     return "\n".join(lines)
 
 
@@ -225,11 +247,13 @@ def main(argv: list[str] | None = None) -> int:
             for name, row in both["calibration"].items():
                 print(f"  {name:>20}: {row['measured_over_predicted']:.2f}x over {row['requests']} requests")
         return 0
+    quality = tier_quality(report, read_manifest(args.bundle))
     if args.json:
-        out: dict[str, Any] = report.summary()
+        out: dict[str, Any] = {**report.summary(), "tier_quality": quality}
         print(json.dumps(out))
     else:
         print(format_report(report))
+        print(format_tiers(report, quality))
         if args.plot:
             print(f"  plot               {args.plot}")
     return 0

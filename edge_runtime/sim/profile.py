@@ -12,6 +12,8 @@ Every key but `name` has a default. Unknown keys, wrong types, negative duration
 missing trace file are `ProfileError`s that name the key. Keys added to the DESIGN.md
 format (all optional, defaults keep the old meaning):
 
+* `tier`: the floors tier the profile runs under (`normal`, `saver`, `critical`), or `auto`
+  (default) to follow the device's signals (`edge_runtime.control.tiers.select_tier`).
 * `[device] plugged` (bool): on external power at t=0 (always true when `battery_wh = 0`).
 * `[device] charge_w`: charging power while plugged in (0: plugging in only stops the drain).
 * `[device] start_c`: temperature at t=0 (default: the idle steady state).
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.config import check_table, coerce, read_toml
+from edge_runtime.control.tiers import AUTO, check_tier
 from edge_runtime.errors import ProfileError
 
 PROFILES_ENV = "EDGE_PROFILES"
@@ -158,6 +161,7 @@ class Profile:
     description: str = ""
     duration_s: float = 900.0
     seed: int = 0  # arrivals and request sizes are drawn from this seed
+    tier: str = AUTO  # floors tier (edge_runtime.control.tiers): auto follows the device's signals
     device: DeviceConfig = field(default_factory=DeviceConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     events: tuple[Event, ...] = ()  # sorted by at_s
@@ -181,6 +185,7 @@ class Profile:
         duration = top.get("duration_s", 900.0)
         _require(duration > 0, f"{where}.duration_s", "must be > 0", duration)
         _require(top.get("seed", 0) >= 0, f"{where}.seed", "must be >= 0", top.get("seed"))
+        check_tier(top.get("tier", AUTO), f"{where}.tier", ProfileError)
         device = DeviceConfig(**_table(DeviceConfig, data.get("device", {}), f"{where} [device]"))
         device.validate(f"{where} [device]")
         workload = WorkloadConfig(**_table(WorkloadConfig, data.get("workload", {}), f"{where} [workload]"))
@@ -234,6 +239,7 @@ class Profile:
             description=top.get("description", ""),
             duration_s=duration,
             seed=top.get("seed", 0),
+            tier=top.get("tier", AUTO),
             device=device,
             workload=workload,
             events=tuple(events),
@@ -264,6 +270,7 @@ class Profile:
             "description": self.description,
             "duration_s": self.duration_s,
             "seed": self.seed,
+            "tier": self.tier,
             "device": dev,
             "workload": wl,
             "events": [e.to_dict() for e in self.events],

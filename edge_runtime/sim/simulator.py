@@ -43,6 +43,7 @@ from edge_runtime.config import check_table, read_toml
 from edge_runtime.control.catalog import VariantCatalog
 from edge_runtime.control.observation import RequestState, encode
 from edge_runtime.control.policy import Decision, Policy
+from edge_runtime.control.tiers import select_tier
 from edge_runtime.errors import PolicyError, ProfileError
 from edge_runtime.sim.device import Device, RunResult
 from edge_runtime.sim.profile import Profile
@@ -142,6 +143,7 @@ class Totals:
     failed: int = 0  # lost to a shutdown
     died: bool = False
     per_variant: list[int] = field(default_factory=list)
+    per_tier: dict[str, list[int]] = field(default_factory=dict)  # tier -> requests served per variant
 
 
 @dataclass
@@ -178,9 +180,12 @@ class SimReport:
     variant_share: dict[str, float]
     decision_reasons: dict[str, int]
     trace: Trace | None = None
+    tier_share: dict[str, dict[str, float]] = field(default_factory=dict)  # tier -> variant -> share
+    tier_requests: dict[str, int] = field(default_factory=dict)  # tier -> requests served under it
 
     SUMMARY_KEYS = ("reward", "mean_quality", "hard_quality", "deadline_miss_rate", "p50_latency_s",
-                    "p95_latency_s", "energy_wh", "battery_end", "throttled_s", "failed", "variant_share")
+                    "p95_latency_s", "energy_wh", "battery_end", "throttled_s", "failed", "variant_share",
+                    "tier_requests", "tier_share")
 
     def summary(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.SUMMARY_KEYS}
@@ -215,7 +220,6 @@ class Simulator:
         self.reward_config = reward or RewardConfig()
         self.requests = list(generate_requests(profile) if requests is None else requests)
         self.backend = backend or SimulatedBackend(catalog)
-        self.allowed = catalog.allowed.copy()  # [V] bool
         self.record = record
         self.reset()
 
@@ -241,9 +245,20 @@ class Simulator:
         new.device = self.device.copy()
         new.totals = copy.copy(self.totals)
         new.totals.per_variant = list(self.totals.per_variant)
+        new.totals.per_tier = {k: list(v) for k, v in self.totals.per_tier.items()}
         new.trace = None
         new.record = False
         return new
+
+    @property
+    def tier(self) -> str:
+        """The floors tier in force now: the profile's, or with `auto` the one the device's state calls for."""
+        return select_tier(self.device.state(), self.profile.tier)
+
+    @property
+    def allowed(self) -> np.ndarray:
+        """[V] bool: variants that may serve the current request (gate passed, clear the current tier)."""
+        return self.catalog.in_tier(self.tier)
 
     @property
     def now(self) -> float:
@@ -370,6 +385,7 @@ class Simulator:
         if not (0 <= variant < len(self.catalog)) or not self.allowed[variant]:
             raise PolicyError(f"variant {variant!r} is not allowed here (allowed: {np.flatnonzero(self.allowed).tolist()})")
         before = self.totals.reward
+        tier = self.tier
         req = self.requests[self.head]
         self._point(variant)
         gen = self.backend.generate(req, variant)
@@ -388,6 +404,7 @@ class Simulator:
         tot.answered += 1
         tot.late += late
         tot.per_variant[variant] += 1
+        tot.per_tier.setdefault(tier, [0] * len(self.catalog))[variant] += 1
         if req.hard >= HARD:
             tot.hard_quality += q
         if gen.work_s > 0:
@@ -436,4 +453,7 @@ class Simulator:
             variant_share={name: c / answered for name, c in zip(self.catalog.names, tot.per_variant, strict=True) if c},
             decision_reasons=dict(self.trace.reasons) if self.trace else {},
             trace=self.trace,
+            tier_share={t: {name: c / max(sum(counts), 1) for name, c in zip(self.catalog.names, counts, strict=True) if c}
+                        for t, counts in tot.per_tier.items()},
+            tier_requests={t: sum(counts) for t, counts in tot.per_tier.items()},
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.bundle import Manifest, ModelInfo, Variant, write_manifest
+from edge_runtime.control.tiers import TIERS
 from edge_runtime.errors import BundleError
 
 # name, method, sparsity, structured, quantization, parent, prefill ms/token, decode ms/token,
@@ -42,17 +43,44 @@ _ROWS["small"] = [r for r in _ROWS["smollm2"] if r[0] in
 PRESETS = tuple(_ROWS)
 
 
-def synthetic_manifest(preset: str = "small", scores: bool = True, costs: bool = True) -> Manifest:
+def _synthetic_tiers(rows: list[tuple[Any, ...]]) -> dict[str, list[str]]:
+    """Tiers each row clears under the default floor rule's tier margins, judged on its slice scores
+    against dense's: normal within 0.10 on every slice, saver within 0.15, critical within 0.25
+    (about `harness.floors.FloorRule`'s two standard errors on slices of ~60 cases, plus its
+    `tier_widen` of 0, 0.05 and 0.15)."""
+    dense = rows[0][10]
+    out = {}
+    for row in rows:
+        drop = max(d - s for d, s in zip(dense, row[10], strict=True))
+        out[row[0]] = [] if row[11] == "fail" else [t for t, m in zip(TIERS, (0.10, 0.15, 0.25), strict=True)
+                                                     if drop <= m + 1e-9]
+    return out
+
+
+def _gate(status: str, cleared: list[str] | None) -> dict[str, Any]:
+    """The row's gate; with tiers, as edge-eval writes it: pass means the normal tier is cleared."""
+    if cleared is None:
+        return {"status": status, "failed": ["perplexity"] if status == "fail" else []}
+    ok = status == "pass" and "normal" in cleared
+    return {"status": "pass" if ok else "fail", "failed": [] if ok else ["adversarial", "multilingual"],
+            "tiers": cleared}
+
+
+def synthetic_manifest(preset: str = "small", scores: bool = True, costs: bool = True,
+                       tiers: bool = False) -> Manifest:
     """A manifest for `preset` ("small": 5 variants, one failing its gate; "smollm2": 8).
 
     Args:
         preset: which variant list.
         scores: include harness slice scores (else quality is perplexity only).
         costs: include measured costs (False makes a bundle the controller must reject).
+        tiers: record per-tier gate results (`edge_runtime.control.tiers`), as edge-eval does
+            with a floors file that declares tiers.
     """
     if preset not in _ROWS:
         raise BundleError(f"unknown synthetic preset {preset!r}; choose one of {PRESETS}")
     params = 134_515_008
+    cleared = _synthetic_tiers(_ROWS[preset])
     variants = []
     for (name, method, sp, structured, quant, parent, pre, dec, mb, ppl, sc, gate) in _ROWS[preset]:
         kept = params if not structured else int(params * (1 - 0.7 * sp))
@@ -65,18 +93,19 @@ def synthetic_manifest(preset: str = "small", scores: bool = True, costs: bool =
                         "scores": dict(zip(("common", "edge", "adversarial", "multilingual"), sc, strict=True)) if scores else {}},
             "cost": {"prefill_ms_per_token": pre if costs else None,
                      "decode_ms_per_token": dec if costs else None, "peak_rss_mb": mb},
-            "gate": {"status": gate, "failed": ["perplexity"] if gate == "fail" else []},
+            "gate": _gate(gate, cleared[name] if tiers else None),
             "synthetic": True,
         }, f"synthetic {name}"))
     model = ModelInfo(source="synthetic", architecture="LlamaForCausalLM", params=params,
                       context_length=2048, num_layers=30, vocab_size=49152)
-    return Manifest(model=model, variants=tuple(variants), extra={"synthetic": True})
+    extra: dict[str, Any] = {"synthetic": True, **({"tiers": list(TIERS)} if tiers else {})}
+    return Manifest(model=model, variants=tuple(variants), extra=extra)
 
 
 def write_synthetic_bundle(bundle_dir: str | os.PathLike[str], preset: str = "small", scores: bool = True,
-                           costs: bool = True) -> Path:
+                           costs: bool = True, tiers: bool = False) -> Path:
     """Write `synthetic_manifest(...)` as `bundle_dir/manifest.json`; returns the directory."""
     root = Path(bundle_dir)
     root.mkdir(parents=True, exist_ok=True)
-    write_manifest(root, synthetic_manifest(preset, scores, costs))
+    write_manifest(root, synthetic_manifest(preset, scores, costs, tiers))
     return root

@@ -122,9 +122,10 @@ def test_manifest_update_writes_quality_and_gate_and_keeps_the_rest(bundle, smal
     result = evaluate_bundle(bundle, load_suite(small_suite), dense_floors, FAST)
     apply_to_manifest(bundle, result)
     after = read_manifest(bundle)
-    assert after.extra == {"note": "kept"}
+    assert after.extra == {"note": "kept", "tiers": ["normal", "saver", "critical"]}  # floors declare tiers
     for v in after.variants:
         ev = result.variant(v.name)
+        assert v.gate.extra["tiers"] == ev.gate.extra["tiers"]  # the tiers each variant clears
         assert v.quality.scores == ev.scores
         assert v.quality.perplexity == pytest.approx(ev.perplexity)
         assert v.quality.extra["suite_version"] == "1.0.0"
@@ -245,8 +246,11 @@ def test_cli_set_floors_then_evaluate(bundle, small_suite, capsys):
     # the same through edge-sim replays of real profiles with the rule controller
     code = main(["--bundle", str(bundle), "--profiles", "desk-plugged,phone-low-battery", "--controller", "rule"])
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"desk-plugged", "phone-low-battery"}
-    for prof in out.values():
+    # the floors declare tiers: each profile also gets one entry per tier it ran under, held to that tier
+    assert {k.partition("@")[0] for k in out} == {"desk-plugged", "phone-low-battery"}
+    assert {"desk-plugged", "phone-low-battery"} <= set(out)
+    for name, prof in out.items():
+        assert prof["tier"] == (name.partition("@")[2] or None)
         assert sum(prof["mix"].values()) == pytest.approx(1.0, abs=1e-3)
         assert prof["gate"]["status"] in ("pass", "fail")
     assert code == (0 if all(p["gate"]["status"] == "pass" for p in out.values()) else 1)

@@ -177,3 +177,68 @@ def _as_dict(f: Floors) -> dict:
     import tomllib
 
     return tomllib.loads(f.to_toml())
+
+
+# --------------------------------------------------------------------------- tiers
+
+_DENSE = {"common": 0.8, "edge": 0.5, "adversarial": 0.4, "multilingual": 0.3, "format": 0.7, "instruction": 0.6}
+_COUNTS = dict.fromkeys(_DENSE, 60)
+
+
+def _tiered():
+    return set_floors(_DENSE, _COUNTS, {"common": 0.25})
+
+
+def test_tiers_widen_the_dense_margins_and_round_trip():
+    import tomllib
+
+    f = _tiered()
+    assert list(f.tiers) == ["normal", "saver", "critical"]
+    assert f.tiers["normal"] == f.floors
+    for dim, floor in f.floors.items():
+        assert f.tiers["saver"][dim] <= floor and f.tiers["critical"][dim] <= f.tiers["saver"][dim]
+    assert f.tiers["saver"]["common"] == pytest.approx(f.floors["common"] - 0.05)
+    assert Floors.from_dict(tomllib.loads(f.to_toml())).tiers == f.tiers
+
+
+def test_gate_records_the_tiers_a_variant_clears():
+    f = _tiered()
+    ok_costs = {"latency": 1.0, "size": 1.0}
+    assert gate({**f.tiers["normal"], **ok_costs}, f).extra["tiers"] == ["normal", "saver", "critical"]
+    g = gate({**f.tiers["critical"], **ok_costs}, f)
+    assert g.status == "fail" and g.extra["tiers"] == ["critical"]
+    assert gate({**f.tiers["normal"], "latency": 2.0, "size": 1.0}, f).extra["tiers"] == []  # ceilings bind every tier
+
+
+def _doc(**tiers):
+    import tomllib
+
+    d = tomllib.loads(_tiered().to_toml())
+    d["tiers"] = tiers
+    return d
+
+
+def test_tier_lacking_a_dimension_is_refused():
+    full = dict(_tiered().tiers["saver"])
+    del full["edge"]
+    with pytest.raises(EvalError, match=r"\[tiers.saver\] lacks dimensions \['edge'\]; give every dimension"):
+        Floors.from_dict(_doc(saver=full))
+
+
+def test_tier_naming_an_unknown_dimension_is_refused():
+    with pytest.raises(EvalError, match=r"\[tiers.saver\] names unknown dimensions \['speed'\]"):
+        Floors.from_dict(_doc(saver={**_tiered().tiers["saver"], "speed": 0.5}))
+
+
+def test_unknown_tier_is_refused():
+    with pytest.raises(EvalError, match=r"\[tiers.eco\]: unknown tier 'eco'; choose one of \['normal', 'saver', 'critical'\]"):
+        Floors.from_dict(_doc(eco=_tiered().tiers["saver"]))
+
+
+def test_whole_system_gate_holds_a_profile_to_its_tier():
+    from harness.floors import gate_profiles
+
+    f = _tiered()
+    q = {s: f.tiers["saver"][s] for s in ("common", "edge", "adversarial", "multilingual")}
+    gates = gate_profiles({"p@saver": q, "p@normal": q}, f, {"p@saver": "saver", "p@normal": "normal"})
+    assert gates["p@saver"].status == "pass" and gates["p@normal"].status == "fail"

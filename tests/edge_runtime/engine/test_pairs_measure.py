@@ -29,7 +29,7 @@ def test_probe_needs_a_model_or_pairs(capsys):
 
     with pytest.raises(SystemExit):
         probe.main([])
-    assert "give a model.onnx, or --pairs BUNDLE" in capsys.readouterr().err
+    assert "give exactly one of MODEL.onnx, --bundle DIR or --pairs BUNDLE" in capsys.readouterr().err
 
 
 def test_verify_costs_one_entry_per_token_count(tiny_bundle):

@@ -17,6 +17,7 @@ from edge_runtime.sim.profile import (
 BUNDLED = (
     "desk-plugged", "laptop-battery", "phone-low-battery", "jetson-battery-pack", "hot-enclosure",
     "bursty-traffic", "overnight-idle", "scripted-day", "commute-phone", "heavy-load-desk", "trace-office",
+    "kiosk-rush", "field-tablet",
 )
 
 
@@ -118,3 +119,19 @@ def test_to_json_round_trips(tmp_path):
     p = load_profile("scripted-day")
     again = Profile.from_dict(json.loads(p.to_json()))
     assert again.device == p.device and again.workload == p.workload and again.events == p.events
+
+
+@pytest.mark.parametrize("name", ["kiosk-rush", "field-tablet"])
+def test_profiles_where_dense_alone_misses_deadlines(name):
+    """The issue's deadline target needs profiles where static dense misses > 10% and a cheaper menu can
+    keep up: dense misses over 10% on the synthetic menu, the cheapest variant at most 2%."""
+    from edge_runtime.control.catalog import VariantCatalog
+    from edge_runtime.control.policy import StaticPolicy
+    from edge_runtime.sim.simulator import Simulator
+    from edge_runtime.sim.synthetic import synthetic_manifest
+
+    cat = VariantCatalog.from_manifest(synthetic_manifest("smollm2"))
+    prof = load_profile(name)
+    dense = Simulator(prof, cat).run(StaticPolicy(cat.dense), "dense")
+    cheap = Simulator(prof, cat).run(StaticPolicy(cat.names.index("dense-int4")), "int4")
+    assert dense.deadline_miss_rate > 0.10 and cheap.deadline_miss_rate <= 0.02

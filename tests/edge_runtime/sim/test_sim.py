@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_json_report_has_the_documented_keys(bundle, capsys):
     assert main(["--bundle", str(bundle), "--profile", "commute-phone", "--controller", "rule", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert list(out) == list(SimReport.SUMMARY_KEYS)
+    assert list(out) == [*SimReport.SUMMARY_KEYS, "tier_quality"]
     assert 0 <= out["mean_quality"] <= 1 and out["failed"] == 0
 
 

@@ -122,7 +122,7 @@ def test_report_summary_keys(cat):
     assert isinstance(rep, SimReport)
     assert list(rep.summary()) == ["reward", "mean_quality", "hard_quality", "deadline_miss_rate", "p50_latency_s",
                                    "p95_latency_s", "energy_wh", "battery_end", "throttled_s", "failed",
-                                   "variant_share"]
+                                   "variant_share", "tier_requests", "tier_share"]
     assert sum(rep.variant_share.values()) == pytest.approx(1.0)
     # plain Python types: strict JSON, as manifests and results files need
     assert json.loads(json.dumps(rep.summary(), allow_nan=False)) == rep.summary()
