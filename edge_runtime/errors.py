@@ -69,3 +69,7 @@ class Unavailable(EdgeError):
 
 class DeadlineExceeded(EdgeError):
     """A request's deadline passed before it could start."""
+
+
+class RecoveryError(ExportError):
+    """Recovery (distillation of a pruned variant from its dense parent) cannot run as asked."""
