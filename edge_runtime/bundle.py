@@ -152,6 +152,37 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class Recovery:
+    """How a pruned variant was distilled from its dense parent (optional; absent: not recovered).
+
+    Added in the same `edge-bundle/1` format: manifests without it load as before, and
+    readers that do not know it keep it as an unknown key.
+    """
+
+    tokens: int  # loss tokens trained on
+    steps: int  # optimizer steps
+    seconds: float  # wall time of the distillation (teacher data not included)
+    data: dict[str, int] = field(default_factory=dict)  # loss tokens per source: chat, prose
+    extra: dict[str, Any] = field(default_factory=dict)  # config, losses, peak memory ...
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str) -> Recovery:
+        where = f"{where}: recovery"
+        if not isinstance(d, dict):
+            raise BundleError(f"{where} must be a JSON object or null, got {type(d).__name__}")
+        data = d.get("data") or {}
+        if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
+            raise BundleError(f"{where}: 'data' must map sources to token counts, got {data!r}")
+        _, extra = _split(d, cls)
+        return cls(_check(d, "tokens", int, where), _check(d, "steps", int, where),
+                   float(_check(d, "seconds", (int, float), where)), dict(data), extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "steps": self.steps, "seconds": self.seconds, "data": dict(self.data),
+                **self.extra}
+
+
+@dataclass(frozen=True)
 class Variant:
     """One exported model in the bundle (docs/DESIGN.md, section 3)."""
 
@@ -169,6 +200,7 @@ class Variant:
     quality: Quality = field(default_factory=Quality)
     cost: Cost = field(default_factory=Cost)
     gate: Gate = field(default_factory=Gate)
+    recovery: Recovery | None = None  # set when the variant was distilled after pruning
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -200,6 +232,7 @@ class Variant:
             quality=Quality.from_dict(known.get("quality") or {}, where),
             cost=Cost.from_dict(known.get("cost") or {}, where),
             gate=Gate.from_dict(known.get("gate") or {"status": "pending"}, where),
+            recovery=None if known.get("recovery") is None else Recovery.from_dict(known["recovery"], where),
             extra=extra,
         )
 
@@ -231,6 +264,7 @@ class Variant:
                 **self.cost.extra,
             },
             "gate": {"status": self.gate.status, "failed": list(self.gate.failed), **self.gate.extra},
+            **({"recovery": self.recovery.to_dict()} if self.recovery is not None else {}),
             **self.extra,
         }
 

@@ -25,6 +25,13 @@ def parser() -> argparse.ArgumentParser:
                     help="recipe TOML file or bundled recipe name: default, quick (default: default)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new bundle is complete)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: all cores)")
+    ap.add_argument("--recovery", default=None, metavar="off|KEY=VALUE,...",
+                    help="'off' skips the recipe's recovery; KEY=VALUE pairs (e.g. tokens=20000,lr=2e-4) override "
+                    "it for every variant that recovers (default: as the recipe says)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                    help="where recovery trains; cuda needs a GPU that torch sees (default: the recipe's, cpu)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an interrupted export's recovery from its checkpoints (beside --out)")
     ap.add_argument("--no-cost", action="store_true", help="skip the per-variant cost probe (costs stay null)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return ap
@@ -40,15 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         from export.pipeline import ExportOptions, check_output_dir, export_bundle
         from export.prune import prune_configs
 
-        recipe = R.load(args.recipe)  # validate everything before loading the model
-        prune_configs(recipe)
+        recipe = apply_recovery_flags(R.load(args.recipe), args.recovery, args.device)
+        prune_configs(recipe)  # validate everything before loading the model
         check_output_dir(args.out, args.force)
         result = export_bundle(
             args.model,
             args.out,
             recipe,
             force=args.force,
-            options=ExportOptions(threads=args.threads, measure_cost=not args.no_cost, progress=not args.quiet),
+            options=ExportOptions(threads=args.threads, measure_cost=not args.no_cost, progress=not args.quiet,
+                                  resume=args.resume),
         )
     except EdgeError as e:
         print(f"edge-export: error: {e}", file=sys.stderr)
@@ -59,6 +67,36 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(result.manifest))
     print(f"wrote {args.out} ({len(result.manifest.variants)} variants) in {result.seconds:.0f} s")
     return 0
+
+
+def apply_recovery_flags(recipe, spec: str | None, device: str | None):
+    """The recipe with `--recovery` and `--device` applied (RecoveryError/RecipeError on bad values)."""
+    import tomllib
+
+    from edge_runtime.errors import RecoveryError
+    from export.recover import check_device
+
+    if spec is not None and spec.strip().lower() == "off":
+        return recipe.without_recovery()
+    overrides = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise RecoveryError(f"--recovery {spec!r}: expected 'off' or KEY=VALUE pairs, got {part!r}")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = value.strip()
+    if device is not None:
+        overrides["device"] = device
+    recipe.recovery.updated(overrides, where="--recovery")  # bad keys and values first
+    if overrides and not recipe.recovers and set(overrides) != {"device"}:
+        raise RecoveryError(f"--recovery {spec!r}: recipe {recipe.name!r} has no variant that recovers")
+    if device is not None:
+        check_device(device)
+    return recipe.with_recovery(overrides) if overrides else recipe
 
 
 def summary(manifest) -> str:

@@ -151,21 +151,23 @@ def prose_rows(windows: np.ndarray) -> list[Row]:
     return [Row(w.astype(np.int64), np.arange(w.shape[0] - 1, dtype=np.int64), "prose") for w in windows]
 
 
-def mix(chat: Sequence[Row], prose: Sequence[Row], tokens: int, chat_share: float, seed: int) -> list[Row]:
-    """Rows holding about `tokens` loss tokens, `chat_share` of them from chat (cycling when short)."""
+def mix(rows: Sequence[Row], tokens: int, chat_share: float, seed: int) -> list[int]:
+    """Indices into `rows` holding about `tokens` loss tokens, `chat_share` of them chat (cycling when short)."""
     rng = np.random.default_rng(seed)
-    out: list[Row] = []
-    for rows, want in ((chat, round(tokens * chat_share)), (prose, tokens - round(tokens * chat_share))):
-        if want <= 0:
+    out: list[int] = []
+    want = {"chat": round(tokens * chat_share), "prose": tokens - round(tokens * chat_share)}
+    for source, n in want.items():
+        pool = [i for i, r in enumerate(rows) if r.source == source]
+        if n <= 0:
             continue
-        if not rows:
-            raise RecoveryError("recovery data mix needs rows of a kind it has none of; check chat_share")
+        if not pool:
+            raise RecoveryError(f"recovery wants {n} {source} tokens but the data has no {source} rows; check chat_share")
         got = 0
-        while got < want:
-            for i in rng.permutation(len(rows)):
-                if got >= want:
+        while got < n:
+            for i in rng.permutation(pool):
+                if got >= n:
                     break
-                out.append(rows[i])
+                out.append(int(i))
                 got += len(rows[i].loss_at)
     return [out[i] for i in rng.permutation(len(out))]
 
@@ -201,6 +203,12 @@ class TeacherCache:
             if progress is not None:
                 progress(len(r.loss_at))
         return cls(list(rows), values, indices, top_k)
+
+    def select(self, tokens: int, chat_share: float, seed: int) -> TeacherCache:
+        """The rows (with their teacher logits) of one variant's data mix."""
+        idx = mix(self.rows, tokens, chat_share, seed)
+        return TeacherCache([self.rows[i] for i in idx], [self.values[i] for i in idx],
+                            [self.indices[i] for i in idx], self.top_k)
 
     def state(self) -> dict[str, object]:
         return {"rows": [(r.ids, r.loss_at, r.source) for r in self.rows], "values": self.values,

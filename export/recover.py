@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 from tqdm.auto import tqdm
 
+from edge_runtime.config import check_table
 from edge_runtime.errors import RecoveryError
 from export.calibrate import PeakRSS, decoder_layers
 from export.distill_data import Row, TeacherCache
@@ -45,6 +46,8 @@ from export.distill_data import Row, TeacherCache
 log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda")
+# Keys that shape the teacher cache, built once for every variant: set once, in [recovery].
+SHARED_KEYS = frozenset({"top_k", "prompts", "max_new_tokens", "prose_len", "device", "checkpoint_s"})
 HEAD_CHUNK = 256  # loss positions per vocabulary-wide chunk: 256 x 49,152 fp32 = 50 MB
 
 
@@ -59,6 +62,7 @@ class RecoveryConfig:
     temperature: float = 1.0  # softens teacher and student alike; the loss is scaled by T^2
     top_k: int = 32  # teacher logits kept per position; the rest of its mass is dropped
     chat_share: float = 0.5  # share of loss tokens from the dense model's chat answers (rest: prose)
+    prompts: str = ""  # JSON Lines prompt set the dense model answers ("": export/data/recovery_prompts.jsonl)
     max_new_tokens: int = 160  # longest dense answer generated per prompt
     prose_len: int = 256  # tokens per calibration-prose row
     train_norms: bool = True  # RMSNorm weights train too (cheap, and they absorb rescaling)
@@ -89,20 +93,15 @@ class RecoveryConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "recovery") -> RecoveryConfig:
         """From a recipe table; unknown keys and wrong types are refused by name."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise RecoveryError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            default = getattr(cls, k)
-            want = float if isinstance(default, float) else type(default) if default is not None else int
-            if want is float and isinstance(v, int) and not isinstance(v, bool):
-                v = float(v)
-            if not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
-                raise RecoveryError(f"{where}: {k!r} must be {want.__name__}, got {type(v).__name__} {v!r}")
-            out[k] = v
-        return cls(**out)
+        return cls().updated(d, where)
+
+    def updated(self, d: dict[str, Any], where: str = "recovery") -> RecoveryConfig:
+        """This config with the keys of `d` replaced (keys and types checked by name)."""
+        checked = check_table(RecoveryConfig, d, where, RecoveryError)
+        try:
+            return replace(self, **checked)
+        except RecoveryError as e:
+            raise RecoveryError(f"{where}: {e}") from e
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,13 +194,25 @@ def batch_loss(model: nn.Module, rows: list[Row], vals: list[torch.Tensor], idxs
     return total * (temp**2) / n, n
 
 
+def mean_loss(model: nn.Module, cache: TeacherCache, cfg: RecoveryConfig) -> float:
+    """The distillation loss over every row of `cache`, without training (a yardstick)."""
+    device = next(model.parameters()).device
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(len(cache.rows)):
+            loss, k = batch_loss(model, [cache.rows[i]], [cache.values[i][:, : cfg.top_k]],
+                                 [cache.indices[i][:, : cfg.top_k]], cfg.temperature, device)
+            total, n = total + loss.item() * k, n + k
+    return total / max(1, n)
+
+
 def batches(cache: TeacherCache, batch_tokens: int, steps: int, seed: int) -> list[list[int]]:
     """Row indices per step: rows shuffled each pass, packed up to `batch_tokens` loss tokens."""
     rng = np.random.default_rng(seed)
     out: list[list[int]] = []
+    cur: list[int] = []
+    got = 0
     while len(out) < steps:
-        cur: list[int] = []
-        got = 0
         for i in rng.permutation(len(cache.rows)):
             cur.append(int(i))
             got += len(cache.rows[i].loss_at)
@@ -332,6 +343,7 @@ def distill(
                 save_checkpoint(checkpoint, snapshot(step + 1, seconds_before + time.perf_counter() - t0, True))
                 last_save = time.perf_counter()
     student.eval()
+    student.to("cpu")  # the exporter and the parity check run on the CPU
     seconds = seconds_before + time.perf_counter() - t0
     if checkpoint is not None:
         save_checkpoint(checkpoint, snapshot(steps, seconds, False))

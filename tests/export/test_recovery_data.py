@@ -19,8 +19,9 @@ from export.distill_data import (
     normalize,
     read_text,
 )
-from export.suite import load_suite
-from export.text import calibration_text, heldout_text
+from harness.suite import load_suite
+from export.corpus import calibration_text
+from harness.text import heldout_text
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +88,15 @@ def _row(n: int, src: str) -> Row:
 
 
 def test_mix_follows_the_chat_share() -> None:
-    rows = mix([_row(10, "chat")] * 3, [_row(20, "prose")] * 3, tokens=400, chat_share=0.25, seed=0)
-    got = {s: sum(len(r.loss_at) for r in rows if r.source == s) for s in ("chat", "prose")}
+    rows = [_row(10, "chat")] * 3 + [_row(20, "prose")] * 3
+    picked = [rows[i] for i in mix(rows, tokens=400, chat_share=0.25, seed=0)]
+    got = {s: sum(len(r.loss_at) for r in picked if r.source == s) for s in ("chat", "prose")}
     assert 100 <= got["chat"] < 110 and 300 <= got["prose"] < 320
+
+
+def test_mix_without_chat_rows_is_refused() -> None:
+    with pytest.raises(RecoveryError, match="no chat rows"):
+        mix([_row(20, "prose")], tokens=100, chat_share=0.5, seed=0)
 
 
 def test_teacher_cache_keeps_the_top_k_at_loss_positions() -> None:
