@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from export.evaluate import EvalConfig, evaluate_bundle, floors_from_dense  # noqa: E402
+from harness.evaluate import EvalConfig, evaluate_bundle, floors_from_dense  # noqa: E402
 from export.pipeline import ExportOptions, export_bundle  # noqa: E402
 from export.recipe import Recipe  # noqa: E402
-from export.suite import SLICES, load_suite  # noqa: E402
+from harness.suite import SLICES, load_suite  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = [*SLICES, "format", "instruction", "ppl_retention"]

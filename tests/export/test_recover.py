@@ -132,9 +132,9 @@ def test_cuda_without_a_gpu_is_one_clear_error() -> None:
     [
         ({"tokens": 0}, "recovery tokens must be a positive integer, got 0"),
         ({"steps": -3}, "recovery steps must be a positive integer, got -3"),
-        ({"tokens": 1.5}, "'tokens' must be int, got float 1.5"),
+        ({"tokens": 1.5}, "recovery.tokens must be an integer, got float 1.5"),
         ({"lr": 0}, r"recovery lr must be in \(0, 1\), got 0"),
-        ({"tokenz": 1}, r"unknown key\(s\) \['tokenz'\]"),
+        ({"tokenz": 1}, "recovery: unknown key 'tokenz'; known keys: tokens, steps"),
         ({"device": "tpu"}, "recovery device must be one of"),
     ],
 )

@@ -28,9 +28,9 @@ def _recipe(prompts: Path, **variant_recovery) -> dict:
                      "prompts": str(prompts)},
         "variant": [
             {"name": "dense", "method": "dense"},
-            {"name": "structured-30", "method": "structured", "sparsity": 0.3, "recovery": variant_recovery or True},
+            {"name": "structured-30", "method": "structured", "sparsity": 0.3, "recovery": variant_recovery},
             {"name": "structured-30-int8", "parent": "structured-30", "quantization": "int8"},
-            {"name": "magnitude-50", "method": "magnitude", "sparsity": 0.5, "recovery": True},
+            {"name": "magnitude-50", "method": "magnitude", "sparsity": 0.5, "recovery": {}},
         ],
     }
 
@@ -98,7 +98,7 @@ method = "dense"
 name = "s"
 method = "structured"
 sparsity = 0.3
-recovery = true
+recovery = {{}}
 """
 
 
