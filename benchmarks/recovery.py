@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.evaluate import EvalConfig, evaluate_bundle, floors_from_dense  # noqa: E402
 from export.pipeline import ExportOptions, export_bundle  # noqa: E402
 from export.recipe import Recipe  # noqa: E402
+from harness.evaluate import EvalConfig, evaluate_bundle, floors_from_dense  # noqa: E402
 from harness.suite import SLICES, load_suite  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

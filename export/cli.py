@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
                     "Hugging Face model directory (Llama, Mistral, Qwen2) (default: %(default)s)")
     ap.add_argument("--out", required=True, type=Path, help="bundle directory to create")
     ap.add_argument("--recipe", default=None,
-                    help="recipe TOML file or bundled recipe name: default, quick (default: default)")
+                    help="recipe TOML file or bundled recipe name: default (with recovery), full (every method), quick (default: default)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new bundle is complete)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: all cores)")
     ap.add_argument("--recovery", default=None, metavar="off|KEY=VALUE,...",

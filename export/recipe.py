@@ -199,6 +199,9 @@ def _at_least(d: dict[str, int], key: str, where: str, default: int, minimum: in
     return v
 
 
+_RECOVERY_DEFAULTS = RecoveryConfig()
+
+
 def _recovery(table: dict[str, Any], where: str, base: RecoveryConfig | None = None) -> RecoveryConfig:
     try:
         return (base or RecoveryConfig()).updated(table, where=where)
@@ -225,7 +228,7 @@ def _variant_recovery(v: dict[str, Any], where: str, earlier: dict[str, VariantR
 
 
 def _variant(v: dict[str, Any], where: str, earlier: dict[str, VariantRecipe],
-             defaults: RecoveryConfig = RecoveryConfig()) -> VariantRecipe:
+             defaults: RecoveryConfig = _RECOVERY_DEFAULTS) -> VariantRecipe:
     """One [[variant]] table (keys and types already checked) against the variants before it."""
     name = v.get("name")
     if name is None or not _NAME.match(name):

@@ -33,10 +33,10 @@ from tqdm.auto import tqdm
 from edge_runtime import bundle as B
 from edge_runtime.engine.session import VariantSession
 from edge_runtime.errors import RecoveryError
+from export.corpus import calibration_windows
 from export.distill_data import DEFAULT_PROMPTS, TeacherCache, chat_rows, load_prompts, prose_rows
 from export.recipe import Recipe, VariantRecipe
 from export.recover import RecoveryConfig, check_device, distill
-from export.corpus import calibration_windows
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ import torch
 
 import export.recover as R
 from edge_runtime.errors import RecoveryError
+from export.corpus import calibration_text
 from export.distill_data import TeacherCache, prose_rows
 from export.load import tiny_model
 from export.prune import PruneConfig, prune_model
 from export.recover import RecoveryConfig, check_device, distill, mean_loss
-from export.corpus import calibration_text
 from harness.text import token_windows
 
 pytestmark = pytest.mark.usefixtures("one_thread")

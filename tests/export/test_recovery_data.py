@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import RecoveryError
+from export.corpus import calibration_text
 from export.distill_data import (
     DEFAULT_PROMPTS,
     Row,
@@ -20,7 +21,6 @@ from export.distill_data import (
     read_text,
 )
 from harness.suite import load_suite
-from export.corpus import calibration_text
 from harness.text import heldout_text
 
 
