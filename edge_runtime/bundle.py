@@ -153,11 +153,7 @@ class Gate:
 
 @dataclass(frozen=True)
 class Recovery:
-    """How a pruned variant was distilled from its dense parent (optional; absent: not recovered).
-
-    Added in the same `edge-bundle/1` format: manifests without it load as before, and
-    readers that do not know it keep it as an unknown key.
-    """
+    """How a pruned variant was distilled from its dense parent; absent (old manifests too): not recovered."""
 
     tokens: int  # loss tokens trained on
     steps: int  # optimizer steps
@@ -167,19 +163,14 @@ class Recovery:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str) -> Recovery:
-        where = f"{where}: recovery"
-        if not isinstance(d, dict):
-            raise BundleError(f"{where} must be a JSON object or null, got {type(d).__name__}")
-        data = d.get("data") or {}
+        where, data = f"{where}: recovery", d.get("data") or {}
         if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
             raise BundleError(f"{where}: 'data' must map sources to token counts, got {data!r}")
-        _, extra = _split(d, cls)
         return cls(_check(d, "tokens", int, where), _check(d, "steps", int, where),
-                   float(_check(d, "seconds", (int, float), where)), dict(data), extra)
+                   float(_check(d, "seconds", (int, float), where)), dict(data), _split(d, cls)[1])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tokens": self.tokens, "steps": self.steps, "seconds": self.seconds, "data": dict(self.data),
-                **self.extra}
+        return {"tokens": self.tokens, "steps": self.steps, "seconds": self.seconds, "data": dict(self.data), **self.extra}
 
 
 @dataclass(frozen=True)
@@ -232,7 +223,7 @@ class Variant:
             quality=Quality.from_dict(known.get("quality") or {}, where),
             cost=Cost.from_dict(known.get("cost") or {}, where),
             gate=Gate.from_dict(known.get("gate") or {"status": "pending"}, where),
-            recovery=None if known.get("recovery") is None else Recovery.from_dict(known["recovery"], where),
+            recovery=Recovery.from_dict(_check(d, "recovery", dict, where), where) if known.get("recovery") else None,
             extra=extra,
         )
 
@@ -264,7 +255,7 @@ class Variant:
                 **self.cost.extra,
             },
             "gate": {"status": self.gate.status, "failed": list(self.gate.failed), **self.gate.extra},
-            **({"recovery": self.recovery.to_dict()} if self.recovery is not None else {}),
+            **({"recovery": self.recovery.to_dict()} if self.recovery else {}),
             **self.extra,
         }
 

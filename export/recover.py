@@ -271,6 +271,38 @@ def load_checkpoint(path: Path, expect: str, identity: dict[str, Any]) -> dict[s
 # --------------------------------------------------------------------------- the loop
 
 
+def _step(student: nn.Module, cache: TeacherCache, rows: list[int], cfg: RecoveryConfig, opt: torch.optim.Optimizer,
+          params: dict[str, nn.Parameter], keep: dict[str, torch.Tensor], device: torch.device) -> float:
+    """One optimizer step on `rows`; masked weights get no gradient and stay exactly zero."""
+    loss, _ = batch_loss(student, [cache.rows[i] for i in rows], [cache.values[i][:, : cfg.top_k] for i in rows],
+                         [cache.indices[i][:, : cfg.top_k] for i in rows], cfg.temperature, device)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    with torch.no_grad():
+        for n, m in keep.items():
+            params[n].grad.mul_(m)
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+        opt.step()
+        for n, m in keep.items():
+            params[n].mul_(m)  # AdamW's moments can still move a masked weight: pin it
+    return loss.item()
+
+
+def _report(cache: TeacherCache, plan: list[list[int]], losses: list[float], seconds: float, peak_mb: float,
+            cfg: RecoveryConfig, resumed: int | None) -> RecoveryReport:
+    data: dict[str, int] = {}
+    for rows in plan:
+        for i in rows:
+            data[cache.rows[i].source] = data.get(cache.rows[i].source, 0) + len(cache.rows[i].loss_at)
+    tenth = max(1, len(losses) // 10)
+    return RecoveryReport(
+        tokens=sum(data.values()), steps=len(plan), seconds=round(seconds, 1), data=data,
+        loss_first=round(float(np.mean(losses[:tenth])), 4) if losses else float("nan"),
+        loss_last=round(float(np.mean(losses[-tenth:])), 4) if losses else float("nan"),
+        peak_rss_mb=round(peak_mb, 1), config=cfg.to_json(), resumed_from=resumed,
+    )
+
+
 def distill(
     student: nn.Module,
     cache: TeacherCache,
@@ -286,7 +318,7 @@ def distill(
 
     With `checkpoint`, the state is saved every `cfg.checkpoint_s` seconds and at the end;
     with `resume` too, an existing checkpoint of this very recovery is continued (a finished
-    one is only loaded). Returns what was done; the student is left in eval mode.
+    one is only loaded). Returns what was done; the student is left in eval mode on the CPU.
     """
     device = check_device(cfg.device)
     identity = identity or {}
@@ -317,27 +349,14 @@ def distill(
                 "params": {n: p.detach().cpu() for n, p in params.items()},
                 "optimizer": opt.state_dict() if with_opt else None}
 
-    t0 = time.perf_counter()
-    last_save = t0
+    t0 = last_save = time.perf_counter()
     student.train()
     bar = tqdm(range(start, steps), desc=desc, unit="step", disable=not progress, leave=False)
     with PeakRSS() as rss:
         for step in bar:
-            rows = plan[step]
             for g in opt.param_groups:
                 g["lr"] = _lr(step, steps, cfg.lr)
-            loss, _ = batch_loss(student, [cache.rows[i] for i in rows], [cache.values[i][:, : cfg.top_k] for i in rows],
-                                 [cache.indices[i][:, : cfg.top_k] for i in rows], cfg.temperature, device)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            with torch.no_grad():
-                for n, m in keep.items():
-                    params[n].grad.mul_(m)
-                torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
-                opt.step()
-                for n, m in keep.items():
-                    params[n].mul_(m)  # AdamW's moments can still move a masked weight: pin it
-            losses.append(loss.item())
+            losses.append(_step(student, cache, plan[step], cfg, opt, params, keep, device))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if checkpoint is not None and time.perf_counter() - last_save >= cfg.checkpoint_s and step + 1 < steps:
                 save_checkpoint(checkpoint, snapshot(step + 1, seconds_before + time.perf_counter() - t0, True))
@@ -347,15 +366,4 @@ def distill(
     seconds = seconds_before + time.perf_counter() - t0
     if checkpoint is not None:
         save_checkpoint(checkpoint, snapshot(steps, seconds, False))
-    tenth = max(1, len(losses) // 10)
-    data: dict[str, int] = {}
-    for rows in plan:
-        for i in rows:
-            src = cache.rows[i].source
-            data[src] = data.get(src, 0) + len(cache.rows[i].loss_at)
-    return RecoveryReport(
-        tokens=sum(data.values()), steps=steps, seconds=round(seconds, 1), data=data,
-        loss_first=round(float(np.mean(losses[:tenth])), 4) if losses else float("nan"),
-        loss_last=round(float(np.mean(losses[-tenth:])), 4) if losses else float("nan"),
-        peak_rss_mb=round(rss.peak_mb, 1), config=cfg.to_json(), resumed_from=resumed,
-    )
+    return _report(cache, plan, losses, seconds, rss.peak_mb, cfg, resumed)
