@@ -135,3 +135,18 @@ def test_recovery_off_drops_it_everywhere(prompts: Path) -> None:
     assert not r.recovers
     r = cli.apply_recovery_flags(Recipe.from_dict(_recipe(prompts)), "tokens=123,lr=2e-4", None)
     assert {v.recovery.tokens for v in r.variants if v.recovery} == {123}
+
+
+def test_resume_refuses_teacher_data_of_another_recipe(tmp_path: Path, prompts: Path) -> None:
+    from edge_runtime.errors import RecoveryError
+    from export.load import tiny_tokenizer
+    from export.teacher import TEACHER_FILE, Teacher
+
+    work = tmp_path / ".b.recovery"
+    work.mkdir()
+    torch.save({"fingerprint": "0" * 16, "identity": {"recipe": "other", "model": "m"}}, work / TEACHER_FILE)
+    teacher = Teacher(Recipe.from_dict(_recipe(prompts)), tiny_tokenizer(), None, work,
+                      {"recipe": "tiny-recovery", "model": "tiny"}, resume=True, progress=False)
+    with pytest.raises(RecoveryError, match=r"--resume: teacher data .* belongs to recipe 'other', model 'm', "
+                       r"not recipe 'tiny-recovery', model 'tiny'; delete"):
+        teacher.cache(tmp_path / "unused.onnx")
