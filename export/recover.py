@@ -49,6 +49,9 @@ DEVICES = ("cpu", "cuda")
 # Keys that shape the teacher cache, built once for every variant: set once, in [recovery].
 SHARED_KEYS = frozenset({"top_k", "prompts", "max_new_tokens", "prose_len", "device", "checkpoint_s"})
 HEAD_CHUNK = 256  # loss positions per vocabulary-wide chunk: 256 x 49,152 fp32 = 50 MB
+# Padded tokens per forward/backward (gradients accumulate over micro-batches): SmolLM2-135M
+# keeps about 1.4 MB of activations per token for the backward, so 512 tokens stay near 0.7 GB.
+MICRO_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -271,13 +274,29 @@ def load_checkpoint(path: Path, expect: str, identity: dict[str, Any]) -> dict[s
 # --------------------------------------------------------------------------- the loop
 
 
+def _micro(cache: TeacherCache, rows: list[int], cap: int) -> list[list[int]]:
+    """Rows sorted by length and grouped so that each group pads to at most `cap` tokens."""
+    groups: list[list[int]] = []
+    for i in sorted(rows, key=lambda i: len(cache.rows[i].ids)):
+        width = len(cache.rows[i].ids)  # the longest so far: rows come sorted
+        if groups and width * (len(groups[-1]) + 1) <= cap:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 def _step(student: nn.Module, cache: TeacherCache, rows: list[int], cfg: RecoveryConfig, opt: torch.optim.Optimizer,
           params: dict[str, nn.Parameter], keep: dict[str, torch.Tensor], device: torch.device) -> float:
-    """One optimizer step on `rows`; masked weights get no gradient and stay exactly zero."""
-    loss, _ = batch_loss(student, [cache.rows[i] for i in rows], [cache.values[i][:, : cfg.top_k] for i in rows],
-                         [cache.indices[i][:, : cfg.top_k] for i in rows], cfg.temperature, device)
+    """One optimizer step on `rows` (in micro-batches); masked weights get no gradient and stay zero."""
+    total = sum(len(cache.rows[i].loss_at) for i in rows)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    seen = 0.0
+    for group in _micro(cache, rows, MICRO_TOKENS):
+        loss, n = batch_loss(student, [cache.rows[i] for i in group], [cache.values[i][:, : cfg.top_k] for i in group],
+                             [cache.indices[i][:, : cfg.top_k] for i in group], cfg.temperature, device)
+        (loss * (n / total)).backward()  # activations of one micro-batch at a time
+        seen += loss.item() * n / total
     with torch.no_grad():
         for n, m in keep.items():
             params[n].grad.mul_(m)
@@ -285,7 +304,7 @@ def _step(student: nn.Module, cache: TeacherCache, rows: list[int], cfg: Recover
         opt.step()
         for n, m in keep.items():
             params[n].mul_(m)  # AdamW's moments can still move a masked weight: pin it
-    return loss.item()
+    return seen
 
 
 def _report(cache: TeacherCache, plan: list[list[int]], losses: list[float], seconds: float, peak_mb: float,
