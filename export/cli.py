@@ -101,8 +101,8 @@ def apply_recovery_flags(recipe, spec: str | None, device: str | None):
 
 def summary(manifest) -> str:
     """A Markdown table of the variants in `manifest`."""
-    rows = ["| variant | method | sparsity | quant | params | nonzero | file MB | ppl | prefill ms/tok | decode ms/tok | parity |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| variant | method | sparsity | quant | params | nonzero | file MB | ppl | prefill ms/tok | decode ms/tok | "
+            "parity | recovery |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in manifest.variants:
         c, q = v.cost, v.quality
         par = max(x for x in (v.parity.prefill_max_abs or 0.0, v.parity.decode_max_abs or 0.0))
@@ -111,7 +111,8 @@ def summary(manifest) -> str:
             f"{v.nonzero_params / 1e6:.1f}M | {v.file_bytes / 2**20:.0f} | "
             f"{'-' if q.perplexity is None else f'{q.perplexity:.2f}'} | "
             f"{'-' if c.prefill_ms_per_token is None else f'{c.prefill_ms_per_token:.2f}'} | "
-            f"{'-' if c.decode_ms_per_token is None else f'{c.decode_ms_per_token:.1f}'} | {par:.1e} |"
+            f"{'-' if c.decode_ms_per_token is None else f'{c.decode_ms_per_token:.1f}'} | {par:.1e} | "
+            f"{'-' if v.recovery is None else f'{v.recovery.tokens / 1000:.0f}k tok, {v.recovery.seconds / 60:.1f} min'} |"
         )
     return "\n".join(rows)
 

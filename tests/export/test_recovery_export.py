@@ -58,6 +58,7 @@ def test_recovered_variants_export_with_parity_and_are_recorded(tmp_path: Path, 
         assert max(v.parity.prefill_max_abs, v.parity.decode_max_abs) < PARITY_LIMIT
     assert m.variant("magnitude-50").nonzero_params < m.variant("dense").nonzero_params
     assert not work_dir(out).exists()  # checkpoints go once the bundle is complete
+    assert "k tok" in cli.summary(m).splitlines()[3]
 
 
 def test_old_manifests_without_recovery_still_load() -> None:
