@@ -261,6 +261,9 @@ def load_checkpoint(path: Path, expect: str, identity: dict[str, Any]) -> dict[s
         raise RecoveryError(f"--resume: {str(path)!r} is not a recovery checkpoint ({type(e).__name__}); delete it") from e
     if not isinstance(state, dict) or "fingerprint" not in state:
         raise RecoveryError(f"--resume: {str(path)!r} is not a recovery checkpoint; delete it or drop --resume")
+    if state["fingerprint"] != expect and state.get("identity", {}) == identity:
+        raise RecoveryError(f"--resume: checkpoint {str(path)!r} was written with another recovery config or model "
+                            "shape for this variant; delete it or drop --resume")
     if state["fingerprint"] != expect:
         were = state.get("identity", {})
         raise RecoveryError(

@@ -113,6 +113,16 @@ def test_resume_refuses_a_foreign_checkpoint(lm, cache, tmp_path: Path) -> None:
                 identity={"recipe": "b", "model": "tiny", "variant": "v"}, progress=False)
 
 
+def test_resume_refuses_a_checkpoint_of_another_config(lm, cache, tmp_path: Path) -> None:
+    ckpt = tmp_path / "v.pt"
+    who = {"recipe": "a", "model": "tiny", "variant": "v"}
+    distill(_student(lm, "structured", 0.3), cache, RecoveryConfig(tokens=200, batch_tokens=200, top_k=16),
+            checkpoint=ckpt, identity=who, progress=False)
+    with pytest.raises(RecoveryError, match="was written with another recovery config"):
+        distill(_student(lm, "structured", 0.3), cache, RecoveryConfig(tokens=400, batch_tokens=200, top_k=16),
+                checkpoint=ckpt, resume=True, identity=who, progress=False)
+
+
 def test_resume_refuses_a_file_that_is_no_checkpoint(lm, cache, tmp_path: Path) -> None:
     ckpt = tmp_path / "v.pt"
     ckpt.write_text("not a checkpoint")
