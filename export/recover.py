@@ -50,8 +50,9 @@ DEVICES = ("cpu", "cuda")
 SHARED_KEYS = frozenset({"top_k", "prompts", "max_new_tokens", "prose_len", "device", "checkpoint_s"})
 HEAD_CHUNK = 256  # loss positions per vocabulary-wide chunk: 256 x 49,152 fp32 = 50 MB
 # Padded tokens per forward/backward (gradients accumulate over micro-batches): SmolLM2-135M
-# keeps about 1.4 MB of activations per token for the backward, so 512 tokens stay near 0.7 GB.
-MICRO_TOKENS = 512
+# keeps about 1.4 MB of activations per token for the backward, so 256 tokens stay near 0.35 GB
+# (structured-25 peaked at 3.1 GB RSS with 512, weights + gradients + AdamW included).
+MICRO_TOKENS = 256
 
 
 @dataclass(frozen=True)
