@@ -81,3 +81,7 @@ class DeadlineExceeded(EdgeError):
 
 class ShadowError(EdgeError):
     """Shadow scoring or capture is misconfigured (e.g. a redaction pattern that does not compile)."""
+
+
+class RecoveryError(ExportError):
+    """Recovery (distillation of a pruned variant from its dense parent) cannot run as asked."""

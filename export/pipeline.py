@@ -35,6 +35,7 @@ from export.onnx_export import GraphInfo, SparseStorage, build, describe, save
 from export.prune import PruneConfig, prune_configs, prune_model, recipe_needs
 from export.quantize import quantize
 from export.recipe import Recipe, VariantRecipe
+from export.teacher import Teacher, check_recovery, inherited, work_dir
 from harness.text import heldout_windows
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class ExportOptions:
     measure_cost: bool = True  # run the cost probe per variant (a subprocess each)
     progress: bool = True
     keep_going: bool = False  # reserved: a failing variant aborts the export
+    resume: bool = False  # continue an interrupted recovery from its checkpoints (export.teacher)
 
 
 @dataclass
@@ -86,6 +88,7 @@ def export_bundle(
     out = Path(out)
     check_output_dir(out, force)
     configs = prune_configs(recipe)
+    check_recovery(recipe)
     t_start = time.perf_counter()
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -98,21 +101,25 @@ def export_bundle(
     dense_info = describe(model)
     timings: dict[str, float] = {}
     variants: list[B.Variant] = []
+    teacher = _teacher(lm, recipe, out, options)
     with B.atomic_directory(out, force=force) as tmp:
         lm.tokenizer.save(str(tmp / B.TOKENIZER))
         bar = tqdm(recipe.variants, desc="export", unit="variant", disable=not options.progress)
         # pruned torch models kept until their quantized copies are exported
         waiting = {v.name: len(recipe.children(v.name)) for v in recipe.variants}
-        cache: dict[str, tuple[Any, dict[str, Any]]] = {}
+        cache: dict[str, tuple[Any, dict[str, Any], B.Recovery | None]] = {}
         for v in bar:
             bar.set_postfix_str(v.name)
             t0 = time.perf_counter()
             if v.parent is not None:
-                pruned, report = cache[v.parent]
+                pruned, report, recovery = cache[v.parent]
+                recovery = inherited(recovery) if recovery is not None else None
             else:
                 bar.set_postfix_str(f"{v.name}: pruning" if v.name in configs else v.name)
                 pruned, report = _pruned_model(model, configs.get(v.name), calib, stats)
+                recovery = _recovered(pruned, v, teacher, recipe, tmp, bar)
             record = _export_variant(pruned, v, tmp, ppl_windows, dense_info.decoder_params, options, bar)
+            record = replace(record, recovery=recovery)
             record.extra["prune"] = report
             record.extra["export_s"] = timings[v.name] = round(time.perf_counter() - t0, 2)
             variants.append(record)
@@ -121,7 +128,7 @@ def export_bundle(
                 if not waiting[v.parent]:
                     del cache[v.parent]
             elif waiting[v.name]:
-                cache[v.name] = (pruned, report)
+                cache[v.name] = (pruned, report, recovery)
             del pruned
             rest = recipe.variants[len(variants):]
             if stats is not None and not any(v2.name in configs and not configs[v2.name].sequential for v2 in rest):
@@ -136,9 +143,30 @@ def export_bundle(
         if pairs and options.measure_cost:
             bar.set_postfix_str("pairs: measuring")
             manifest = measure_pairs(tmp, manifest, options.threads)
+    if teacher is not None:
+        teacher.finish()
     seconds = time.perf_counter() - t_start
     log.info("exported %d variants to %s in %.0f s", len(variants), out, seconds)
     return ExportResult(manifest, seconds, timings)
+
+
+def _teacher(lm: LoadedModel, recipe: Recipe, out: Path, options: ExportOptions) -> Teacher | None:
+    """The recovery stage when some variant recovers (it builds its data on first use)."""
+    if not recipe.recovers:
+        return None
+    return Teacher(recipe, lm.tokenizer, lm.chat_template, work_dir(out),
+                   identity={"recipe": recipe.name, "model": lm.source}, resume=options.resume,
+                   threads=options.threads, progress=options.progress)
+
+
+def _recovered(pruned: Any, v: VariantRecipe, teacher: Teacher | None, recipe: Recipe, tmp: Path,
+               bar: Any) -> B.Recovery | None:
+    """Distil `pruned` in place when `v` recovers; the dense graph in `tmp` is the teacher."""
+    if v.recovery is None or teacher is None:
+        return None
+    dense = next(d for d in recipe.variants if d.method == "dense" and d.quantization == "none")
+    bar.set_postfix_str(f"{v.name}: recovery")
+    return teacher.recover(pruned, v, tmp / f"variants/{dense.name}/model.onnx")
 
 
 def _shared_calibration(lm: LoadedModel, recipe: Recipe, configs: dict[str, PruneConfig],

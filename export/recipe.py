@@ -15,6 +15,16 @@
     [variant.options]     # optional: passed to export.prune.PruneConfig
     owl = true
 
+    [recovery]            # optional: defaults of every variant's recovery (export.recover.RecoveryConfig)
+    tokens = 40000        # loss tokens distilled from the dense parent
+    top_k = 32            # shared by all variants: teacher logits cached once
+
+    [[variant]]
+    name = "structured-25"
+    method = "structured"
+    sparsity = 0.25
+    recovery = { tokens = 60000 }   # `recovery = {}`: the [recovery] defaults
+
     [[variant]]
     name = "wanda-50-int8"
     parent = "wanda-50"   # a quantized copy of an earlier fp32 variant
@@ -28,18 +38,21 @@
 
 Variants are exported in file order, densest first (the manifest keeps that order). Pairs
 are measured (edge_runtime.engine.pairs) after the variants are written.
+A variant that recovers needs the dense variant listed before it: the dense graph writes
+the chat data and the teacher logits. Quantized copies are made from the recovered parent.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edge_runtime.config import check_table, read_toml
-from edge_runtime.errors import RecipeError
+from edge_runtime.errors import RecipeError, RecoveryError
 from export.quantize import SCHEMES
+from export.recover import SHARED_KEYS, RecoveryConfig
 
 RECIPES = Path(__file__).parent / "recipes"
 METHODS = ("dense", "magnitude", "wanda", "sparsegpt", "structured")
@@ -60,6 +73,7 @@ class VariantRecipe:
     parent: str | None = None  # fp32 variant this one quantizes
     options: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"  # graph float type: float32 (CPUs), float16 (GPUs: half the bytes, tensor cores)
+    recovery: RecoveryConfig | None = None  # distillation from the dense parent after pruning
 
     @property
     def pruned(self) -> bool:
@@ -98,6 +112,22 @@ class Recipe:
     ppl_windows: int = 60
     ppl_seq_len: int = 512
     description: str = ""
+    recovery: RecoveryConfig = RecoveryConfig()  # [recovery]: defaults and the shared data settings
+
+    @property
+    def recovers(self) -> bool:
+        return any(v.recovery is not None for v in self.variants)
+
+    def without_recovery(self) -> Recipe:
+        """The same recipe with every recovery off (`--recovery off`)."""
+        return replace(self, variants=tuple(replace(v, recovery=None) for v in self.variants))
+
+    def with_recovery(self, overrides: dict[str, Any]) -> Recipe:
+        """Every recovering variant with `overrides` applied (`--recovery tokens=20000`)."""
+        base = self.recovery.updated(overrides, where="--recovery")
+        variants = tuple(replace(v, recovery=v.recovery.updated(overrides, where="--recovery"))
+                         if v.recovery is not None else v for v in self.variants)
+        return replace(self, recovery=base, variants=variants)
 
     @property
     def needs_calibration(self) -> bool:
@@ -121,9 +151,10 @@ class Recipe:
         d = check_table(_RecipeFile, data, where, RecipeError)
         if not d.get("variant"):
             raise RecipeError(f"{where}: needs at least one [[variant]] table")
+        defaults = _recovery(d.get("recovery", {}), f"{where}.recovery")
         variants: list[VariantRecipe] = []
         for i, v in enumerate(d["variant"]):
-            variants.append(_variant(v, f"{where}.variant[{i}]", {x.name: x for x in variants}))
+            variants.append(_variant(v, f"{where}.variant[{i}]", {x.name: x for x in variants}, defaults))
         cal, ev = d.get("calibration", {}), d.get("evaluation", {})
         names = {v.name for v in variants}
         pairs = tuple(PairRecipe(**p) for p in d.get("pair", ()))
@@ -144,6 +175,7 @@ class Recipe:
             calibration_seq_len=_at_least(cal, "seq_len", f"{where}.calibration", 512),
             ppl_windows=_at_least(ev, "ppl_windows", f"{where}.evaluation", 60, minimum=0),
             ppl_seq_len=_at_least(ev, "ppl_seq_len", f"{where}.evaluation", 512),
+            recovery=defaults,
         )
 
 
@@ -171,6 +203,7 @@ class _RecipeFile:
     description: str = ""
     calibration: _Calibration = _Calibration()
     evaluation: _Evaluation = _Evaluation()
+    recovery: RecoveryConfig = RecoveryConfig()  # defaults of every variant's recovery
     variant: tuple[VariantRecipe, ...] = ()  # [[variant]] tables, in export order
     pair: tuple[PairRecipe, ...] = ()  # [[pair]] tables: speculative pairs
 
@@ -199,7 +232,36 @@ def _at_least(d: dict[str, int], key: str, where: str, default: int, minimum: in
     return v
 
 
-def _variant(v: dict[str, Any], where: str, earlier: dict[str, VariantRecipe]) -> VariantRecipe:
+_RECOVERY_DEFAULTS = RecoveryConfig()
+
+
+def _recovery(table: dict[str, Any], where: str, base: RecoveryConfig | None = None) -> RecoveryConfig:
+    try:
+        return (base or RecoveryConfig()).updated(table, where=where)
+    except RecoveryError as e:
+        raise RecipeError(str(e)) from e
+
+
+def _variant_recovery(v: dict[str, Any], where: str, earlier: dict[str, VariantRecipe],
+                      defaults: RecoveryConfig) -> RecoveryConfig | None:
+    """The variant's `recovery` table (checked keys) over the [recovery] defaults; None when absent."""
+    table = v.get("recovery")
+    if table is None:
+        return None
+    if v.get("method") == "dense":
+        raise RecipeError(f"{where}: a dense variant has nothing to recover; drop 'recovery'")
+    if not any(e.method == "dense" and e.quantization == "none" for e in earlier.values()):
+        raise RecipeError(f"{where}: recovery distils from the dense parent, but no dense variant is listed "
+                          "before it; add a [[variant]] with method = \"dense\" first")
+    shared = sorted(set(table) & SHARED_KEYS)
+    if shared:
+        raise RecipeError(f"{where}.recovery: {shared} are shared by every variant (one teacher cache); "
+                          "set them in [recovery]")
+    return _recovery(table, f"{where}.recovery", defaults)
+
+
+def _variant(v: dict[str, Any], where: str, earlier: dict[str, VariantRecipe],
+             defaults: RecoveryConfig = _RECOVERY_DEFAULTS) -> VariantRecipe:
     """One [[variant]] table (keys and types already checked) against the variants before it."""
     name = v.get("name")
     if name is None or not _NAME.match(name):
@@ -223,8 +285,9 @@ def _variant(v: dict[str, Any], where: str, earlier: dict[str, VariantRecipe]) -
             raise RecipeError(f"{where}: parent {parent!r} is itself quantized; name its fp32 parent")
         if quant == "none":
             raise RecipeError(f"{where}: a variant with a parent is a quantized copy: set quantization")
-        if set(v) & {"method", "sparsity", "pattern", "options"}:
-            raise RecipeError(f"{where}: a quantized copy inherits method and sparsity from {parent!r}; drop them")
+        if set(v) & {"method", "sparsity", "pattern", "options", "recovery"}:
+            raise RecipeError(f"{where}: a quantized copy inherits method, sparsity and recovery from {parent!r}; "
+                              "drop them")
         return VariantRecipe(name, base.method, base.sparsity, base.pattern, quant, parent, base.options, dtype)
     method = v.get("method")
     if method not in METHODS:
@@ -248,4 +311,5 @@ def _variant(v: dict[str, Any], where: str, earlier: dict[str, VariantRecipe]) -
             raise RecipeError(f"{where}: method {method!r} needs a sparsity level in (0, 1)")
         if not 0.0 < sparsity < 1.0:
             raise RecipeError(f"{where}: sparsity must be in (0, 1), got {sparsity}")
-    return VariantRecipe(name, method, sparsity, pattern, quant, None, options, dtype)
+    return VariantRecipe(name, method, sparsity, pattern, quant, None, options, dtype,
+                         _variant_recovery(v, where, earlier, defaults))

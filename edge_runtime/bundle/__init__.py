@@ -40,8 +40,9 @@ from edge_runtime.bundle.records import (
     Pair,
     Parity,
     Quality,
+    Recovery,
     Variant,
     check_pairs,
 )
 
-__all__ = ['ControllerInfo', 'Cost', 'DIFFICULTY_MODEL', 'FORMAT', 'GATE_STATUSES', 'Gate', 'MANIFEST', 'METHODS', 'Manifest', 'ModelInfo', 'POLICY', 'PROMPT_LOOKUP', 'Pair', 'Parity', 'QUANTIZATIONS', 'Quality', 'TOKENIZER', 'Variant', 'atomic_directory', 'atomic_write_text', 'check_files', 'check_pairs', 'file_bytes', 'read_manifest', 'write_manifest']
+__all__ = ['ControllerInfo', 'Cost', 'DIFFICULTY_MODEL', 'FORMAT', 'GATE_STATUSES', 'Gate', 'MANIFEST', 'METHODS', 'Manifest', 'ModelInfo', 'POLICY', 'PROMPT_LOOKUP', 'Pair', 'Parity', 'QUANTIZATIONS', 'Quality', 'Recovery', 'TOKENIZER', 'Variant', 'atomic_directory', 'atomic_write_text', 'check_files', 'check_pairs', 'file_bytes', 'read_manifest', 'write_manifest']

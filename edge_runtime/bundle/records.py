@@ -142,6 +142,28 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class Recovery:
+    """How a pruned variant was distilled from its dense parent; absent (old manifests too): not recovered."""
+
+    tokens: int  # loss tokens trained on
+    steps: int  # optimizer steps
+    seconds: float  # wall time of the distillation (teacher data not included)
+    data: dict[str, int] = field(default_factory=dict)  # loss tokens per source: chat, prose
+    extra: dict[str, Any] = field(default_factory=dict)  # config, losses, peak memory ...
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str) -> Recovery:
+        where, data = f"{where}: recovery", d.get("data") or {}
+        if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
+            raise BundleError(f"{where}: 'data' must map sources to token counts, got {data!r}")
+        return cls(_check(d, "tokens", int, where), _check(d, "steps", int, where),
+                   float(_check(d, "seconds", (int, float), where)), dict(data), _split(d, cls)[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "steps": self.steps, "seconds": self.seconds, "data": dict(self.data), **self.extra}
+
+
+@dataclass(frozen=True)
 class Variant:
     """One exported model in the bundle (docs/DESIGN.md, section 3)."""
 
@@ -159,6 +181,7 @@ class Variant:
     quality: Quality = field(default_factory=Quality)
     cost: Cost = field(default_factory=Cost)
     gate: Gate = field(default_factory=Gate)
+    recovery: Recovery | None = None  # set when the variant was distilled after pruning
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -190,6 +213,7 @@ class Variant:
             quality=Quality.from_dict(known.get("quality") or {}, where),
             cost=Cost.from_dict(known.get("cost") or {}, where),
             gate=Gate.from_dict(known.get("gate") or {"status": "pending"}, where),
+            recovery=Recovery.from_dict(_check(d, "recovery", dict, where), where) if known.get("recovery") else None,
             extra=extra,
         )
 
@@ -221,6 +245,7 @@ class Variant:
                 **self.cost.extra,
             },
             "gate": {"status": self.gate.status, "failed": list(self.gate.failed), **self.gate.extra},
+            **({"recovery": self.recovery.to_dict()} if self.recovery else {}),
             **self.extra,
         }
 

@@ -228,13 +228,13 @@ def test_shared_stats_equal_one_pass(tiny, ids):
 
 
 def test_default_recipe_from_one_shared_pass(tiny, ids):
-    """Every variant of the default recipe, scaled to the tiny model, from one `collect_stats`."""
+    """Every variant of the full recipe (every method), scaled to the tiny model, from one `collect_stats`."""
     from dataclasses import replace
 
     from export.prune import prune_configs, recipe_needs
     from export.recipe import bundled
 
-    default = prune_configs(bundled("default"))
+    default = prune_configs(bundled("full"))
     recipe = {n: replace(c, samples=min(c.samples, SAMPLES), seq_len=SEQ, batch_size=4) for n, c in default.items()}
     needs = recipe_needs(recipe.values())
     assert needs["down_in"] >= {"xtx", "sum"} and needs["attn_in"] >= {"xtx"}
@@ -328,7 +328,7 @@ def test_real_model_recipe(smollm2):
     assert dense_ppl < 25
     ids = torch.as_tensor(calibration_windows(tok, 128, 512))
     names = ("sparsegpt-50", "wanda-50", "structured-25")
-    default = prune_configs(bundled("default"))
+    default = prune_configs(bundled("full"))
     stats = collect_stats(smollm2.model, ids, recipe_needs(default[n] for n in names))
     assert stats.peak_rss_mb < 2048  # 128 x 512 calibration, every Hessian of every layer kept
     bounds = {"sparsegpt-50": 1.55, "wanda-50": 2.0, "structured-25": 1.4}  # x dense perplexity

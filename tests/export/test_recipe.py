@@ -10,7 +10,7 @@ from export.recipe import Recipe, bundled, load
 WANDA = {"name": "wanda-50", "method": "wanda", "sparsity": 0.5}
 
 
-@pytest.mark.parametrize("name", ["default", "quick"])
+@pytest.mark.parametrize("name", ["default", "full", "quick", "recovered"])
 def test_bundled_recipes_parse(name):
     recipe = bundled(name)
     assert recipe.name == name and recipe.variants[0].method == "dense"
@@ -53,7 +53,7 @@ def test_bad_recipes(data, match):
 
 
 def test_missing_and_malformed_files(tmp_path):
-    with pytest.raises(RecipeError, match=r"recipe 'nope\.toml' does not exist; bundled recipes: default, quick"):
+    with pytest.raises(RecipeError, match=r"recipe 'nope\.toml' does not exist; bundled recipes: default, full, quick, recovered"):
         Recipe.from_toml("nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[[variant]\n")
