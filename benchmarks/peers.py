@@ -79,9 +79,11 @@ def _llama(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
     llm = Llama(model_path=spec["path"], n_ctx=spec["prompt"] + spec["new"] + 8, n_batch=spec["prompt"],
                 n_ubatch=spec["prompt"], n_threads=spec["threads"], n_threads_batch=spec["threads"], verbose=False)
 
+    vocab = llm.n_vocab()
+
     def run(tokens: list[int]) -> np.ndarray:
-        llm.eval(tokens)
-        return llm.scores[llm.n_tokens - 1]  # the last position's logits [V]
+        llm.eval(tokens)  # without logits_all, llama.cpp keeps only the last position's logits
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,)).copy()  # [V]
 
     return llm.reset, run, lambda t: run([t])
 

@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     sets = prompt_sets(tok, m.model.context_length - args.max_tokens - 1, args.quick)
     verifiers = [v for v in VERIFIERS if v in m.names]
     drafters = [PROMPT_LOOKUP] + [v.name for v in m.variants if v.name not in ("dense",)]
-    if args.quick:
-        drafters = drafters[:3]
+    if args.quick:  # prompt lookup and the two drafters the manifest prices cheapest per token
+        cheap = sorted(drafters[1:], key=lambda n: m.variant(n).cost.decode_ms_per_token or float("inf"))
+        drafters = [PROMPT_LOOKUP, *cheap[:2]]
     out: dict[str, Any] = {"bundle": str(root), "threads": args.threads, "max_tokens": args.max_tokens,
                            "k_max": args.k_max, "verify_cost": {}, "drafter_cost": {}, "runs": []}
     probe = sets["grounded"][0]
