@@ -1,4 +1,4 @@
-"""Fixtures for the export tests: pruning on tiny models."""
+"""Fixtures for the export tests: pruning on tiny models, and the real model for slow tests."""
 
 from __future__ import annotations
 
@@ -14,3 +14,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """The real default model (slow tests only); skipped where its wheel is missing."""
+    from edge_runtime.errors import ExportError
+    from export.load import load_model
+
+    try:
+        return load_model("smollm2-135m")
+    except ExportError as e:
+        pytest.skip(str(e))

@@ -303,17 +303,6 @@ def test_perplexity_matches_hf_loss(tiny, ids):
 # --------------------------------------------------------------------------- real model (slow)
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    from edge_runtime.errors import ExportError
-    from export.load import load_model
-
-    try:
-        return load_model("smollm2-135m")
-    except ExportError as e:
-        pytest.skip(str(e))
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_real_model_recipe(smollm2):

@@ -19,17 +19,6 @@ from export.teacher import Teacher
 from harness.text import heldout_windows
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    from edge_runtime.errors import ExportError
-    from export.load import load_model
-
-    try:
-        return load_model("smollm2-135m")
-    except ExportError as e:
-        pytest.skip(str(e))
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_structured_25_recovers_on_the_real_model(smollm2, tmp_path: Path) -> None:
