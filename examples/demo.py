@@ -1,7 +1,7 @@
 """The main job, end to end on the embedded default model (`make demo`).
 
-1. export: SmolLM2-135M-Instruct pruned (SparseGPT, structured), recovered by a brief distillation
-   from the dense model, quantized, to ONNX (`edge-export`; every method: `--recipe full`)
+1. export: SmolLM2-135M-Instruct pruned (SparseGPT, structured), quantized, to ONNX
+   (`edge-export`; with distillation after pruning: `--recipe recovered`; every method: `--recipe full`)
 2. evaluate and gate every variant on the task suite (`edge-eval`)
 3. train the budget controller and export its policy into the bundle (`edge-train`)
 4. replay resource profiles through the RL, rule and static controllers (`edge-sim`)
