@@ -38,6 +38,7 @@ from edge_runtime.engine.pairs import GROUNDED, run_pair, verify_costs  # noqa: 
 from edge_runtime.engine.pool import VariantPool  # noqa: E402
 from edge_runtime.engine.sampling import Sampler, SamplingParams  # noqa: E402
 from edge_runtime.engine.speculative import (  # noqa: E402
+    AdaptiveK,
     KPolicy,
     ModelDrafter,
     PromptLookupDrafter,
@@ -61,9 +62,12 @@ class AlwaysWrong:
     def start(self, capacity: int) -> None:
         self.inner.start(capacity)
 
+    def prefill(self, prompt: Any) -> None:
+        self.inner.prefill(prompt)
+
     def propose(self, seq: Any, k: int, sampler: Sampler) -> tuple[list[int], None]:
         dec = self.inner.decoder
-        logits = dec.extend(list(seq[dec.length :]))[-1]  # one pass: cheaper than a real drafter's k
+        logits = dec.prefill(list(seq[dec.length :]))  # one pass: cheaper than a real drafter's k
         return [int(np.argmin(logits))] * k, None
 
     def keep(self, length: int) -> None:
@@ -80,17 +84,18 @@ def prompt_sets(tok: Tokenizer, room: int, quick: bool) -> dict[str, list[list[i
 
 def speculator_for(pool: VariantPool, drafter: str, verifier: str, k_max: int, draft_ratio: float,
                    slope: float) -> Any:
-    """capacity -> a fresh Speculator (its k adapting from scratch) over `drafter`, with the measured costs."""
+    """capacity -> a Speculator over `drafter`, with the measured costs and one AdaptiveK across
+    prompts, as the runtime keeps one per pair across requests (its k starts from scratch here)."""
     m = pool.manifest
-    policy = KPolicy(k_max=k_max, k_start=min(3, k_max), draft_ratio=draft_ratio, verify_slope=slope)
+    k = AdaptiveK(KPolicy(k_max=k_max, k_start=min(3, k_max), draft_ratio=draft_ratio, verify_slope=slope))
     if drafter == PROMPT_LOOKUP:
-        return lambda capacity: Speculator(PromptLookupDrafter(), policy)
+        return lambda capacity: Speculator(PromptLookupDrafter(), k=k)
 
     def make(capacity: int) -> Speculator:
         loaded = pool.get(m.index(drafter if drafter != "always-wrong" else m.variants[-1].name), capacity,
                           drafting=True, keep=(m.index(verifier),))[0]
         d = AlwaysWrong(loaded.decoder) if drafter == "always-wrong" else ModelDrafter(drafter, loaded.decoder)
-        return Speculator(d, policy)
+        return Speculator(d, k=k)
 
     return make
 
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.bundle)
     m = read_manifest(root)
     tok = Tokenizer.from_bundle(root, m)
-    pool = VariantPool(root, m, threads=args.threads, allow_ungated=True)
+    pool = VariantPool(root, m, threads=args.threads, allow_ungated=True)  # threads not spinning, as the runtime's
     sets = prompt_sets(tok, m.model.context_length - args.max_tokens - 1, args.quick)
     verifiers = [v for v in VERIFIERS if v in m.names]
     drafters = [PROMPT_LOOKUP] + [v.name for v in m.variants if v.name not in ("dense",)]

