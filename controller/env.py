@@ -20,7 +20,9 @@ observation tells the policy what the tier follows (battery, heat), so it learns
 Domain randomization (`randomize` = r > 0) perturbs each episode's profile so that a policy
 does not memorize the training profiles: battery_start, rate_per_s, burst_rate_per_s,
 deadline_s, speed, active_w and the thermal resistance are scaled by exp(U(-r, r)),
-ambient_c is shifted by U(-10 r, 10 r) degrees, and arrivals use a fresh seed.
+ambient_c is shifted by U(-10 r, 10 r) degrees, a board without a power meter gets one in
+half the episodes (`power_measured` = 1: the modelled draw observed as a reading, so that a
+policy has met both kinds before a device shows it one), and arrivals use a fresh seed.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def perturb(profile: Profile, rng: np.random.Generator, r: float) -> Profile:
         active_w=d.active_w * scale(),
         thermal_resistance_c_per_w=d.thermal_resistance_c_per_w * scale(),
         ambient_c=d.ambient_c + rng.uniform(-10 * r, 10 * r),
+        power_meter=d.power_meter or bool(rng.random() < 0.5),
     )
     workload = replace(
         w,

@@ -5,7 +5,7 @@
 
 PPO is the default: on-policy with a discrete action and cheap simulated steps, it is
 stable with little tuning; A2C is available for comparison. The policy is a small MLP
-([64, 64] tanh) over the 12 observation features; its action logits are exported to ONNX
+([64, 64] tanh) over the observation's features; its action logits are exported to ONNX
 (`controller.policy_export`). `load_profiles` is `controller.env.load_profiles`. Training is deterministic for a given seed (seeded envs,
 seeded torch, `torch_threads` = 1).
 

@@ -10,12 +10,13 @@
 
 Every request goes through one bounded queue (`edge_runtime.queue`) to one worker thread
 that owns the onnxruntime sessions (onnxruntime already spreads each forward pass over
-the cores). When the worker takes a request it checks the deadline, reads the signals,
-encodes the observation (`edge_runtime.control.observation.encode`), asks the policy for a
-variant among those allowed, loads it if it is cold (`edge_runtime.engine.pool`), and
-generates (`edge_runtime.engine.generate`). A variant that fails to load or run is fenced and
-the request is retried once on the next allowed variant, provided no text had been
-streamed yet. Every result says which variant served it, why, and where the time went.
+the cores). When the worker takes a request it checks the deadline, reads the signals
+(and the power meter, where the board has one), encodes the observation
+(`edge_runtime.control.observation.encode`), asks the policy for a variant among those
+allowed, loads it if it is cold (`edge_runtime.engine.pool`), and generates
+(`edge_runtime.engine.generate`). A variant that fails to load or run is fenced and the
+request is retried once on the next allowed variant, provided no text had been streamed
+yet. Every result says which variant served it, why, and where the time went.
 """
 
 from __future__ import annotations
@@ -358,12 +359,18 @@ class Runtime(Worker):
         return select_tier(device or self._read_signals(), self.config.tier)
 
     def _read_signals(self) -> DeviceState:
+        """The signal source's state, the power meter's latest reading as its measured draw.
+
+        Without a reading, `power_w` stays what the source says (None for the built-in sources)
+        and the encoder falls back to `modelled_power_w` (a simulated device's), else neutral.
+        """
         try:
             state = self.signals.read()
         except Exception as e:  # a SignalSource should not raise; one that does must not crash serving
             log.error("signal source failed (%s): using defaults", e)
             state = DeviceState()
-        return state
+        watts = self.power.power_w if self.power is not None else None
+        return state if watts is None else replace(state, power_w=watts)
 
     # ------------------------------------------------------------------ closing
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -105,10 +105,8 @@ class Worker:
         t = Timings(queue_s=started - job.submitted)
         self.metrics.queue_wait.observe(t.queue_s)
         t0 = time.perf_counter()
+        joules0 = self.power.sample() if self.power else None  # first: the signals carry this reading
         device = self._read_signals()
-        joules0 = self.power.sample() if self.power else None
-        if self.power and self.power.power_w is not None:
-            device = replace(device, power_w=self.power.power_w)
         self.metrics.signals(device)
         self.metrics.recent_latency.set(self.latency.value)
         obs: np.ndarray | None = None

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_runtime import bundle as B  # noqa: E402
+from edge_runtime.control.policy import OnnxPolicy  # noqa: E402
 from edge_runtime.errors import EdgeError  # noqa: E402
 from edge_runtime.serve.client import wait_healthy  # noqa: E402
 
@@ -86,8 +87,13 @@ def train(bundle: Path, fresh: bool) -> None:
     stage("3. train the budget controller (edge-train)")
     m = manifest_of(bundle)
     if m is not None and m.controller.policy and not fresh:
-        print(f"the bundle has a policy ({m.controller.policy}): reusing it")
-        return
+        try:
+            OnnxPolicy.from_bundle(bundle, m)  # e.g. trained on an older observation version
+        except EdgeError as e:
+            print(f"the bundle's policy cannot be used ({e}): training a new one")
+        else:
+            print(f"the bundle has a policy ({m.controller.policy}): reusing it")
+            return
     run("controller.cli", "--bundle", str(bundle))
 
 

@@ -280,16 +280,17 @@ class OnnxPolicy:
         info = manifest.controller
         if not info.policy:
             raise PolicyError(f"bundle {str(bundle_dir)!r} has no controller policy; train one with edge-train")
-        if tuple(info.observation) != observation.FEATURES:
-            raise PolicyError(
-                f"the policy was trained on observation features {list(info.observation)}, this runtime "
-                f"encodes {list(observation.FEATURES)}: retrain it with edge-train"
-            )
+        # the version first: an old policy is told which version it predates, not two lists to compare
         version = info.extra.get("observation_version", observation.OBSERVATION_VERSION)
         if version != observation.OBSERVATION_VERSION:
             raise PolicyError(
                 f"the policy was trained on observation version {version!r}, this runtime encodes "
                 f"version {observation.OBSERVATION_VERSION}: retrain it with edge-train"
+            )
+        if tuple(info.observation) != observation.FEATURES:
+            raise PolicyError(
+                f"the policy was trained on observation features {list(info.observation)}, this runtime "
+                f"encodes {list(observation.FEATURES)}: retrain it with edge-train"
             )
         names = manifest.actions
         unknown = [a for a in info.actions if a not in names]

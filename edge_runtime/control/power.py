@@ -207,8 +207,9 @@ class EnergyMeter:
             now = self.clock()
             if self.source.counter:
                 j = self.source.joules()
-                if j is None:
+                if j is None:  # no rate across a gap: the next two readings make the next one
                     self._last = None
+                    self.power_w = None
                     return None
                 if self._last is not None and now > self._last[0]:
                     self.power_w = (j - self._last[1]) / (now - self._last[0])

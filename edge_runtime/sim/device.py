@@ -23,6 +23,10 @@ Equations (symbols are `DeviceConfig` fields):
 speed, a conservative stand-in for DVFS where it falls faster); energy per unit of work is
 therefore the same throttled or not, but the work takes 1/s times longer. The crossing time
 for (D6) solves (D5) for T(t) = threshold: t = tau * ln((T0 - T_inf) / (threshold - T_inf)).
+
+The observation's power (`state()`) is (D2) over the latest segment, idle draw before the
+first: what a meter sampled at a decision point shows (the work just finished, or idling).
+It is reported as measured on a board with `power_meter`, as modelled otherwise.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ class Device:
     """
 
     __slots__ = ("config", "charge_wh", "temperature_c", "plugged", "throttled", "alive", "energy_wh",
-                 "battery_used_wh", "throttled_s", "t")
+                 "battery_used_wh", "throttled_s", "t", "power_w")
 
     def __init__(self, config: DeviceConfig) -> None:
         self.config = config
@@ -73,6 +77,7 @@ class Device:
         self.energy_wh = 0.0  # totals since start
         self.battery_used_wh = 0.0
         self.throttled_s = 0.0
+        self.power_w = config.idle_w  # draw (D2) over the latest segment
 
     def copy(self) -> Device:
         new = Device.__new__(Device)
@@ -89,7 +94,7 @@ class Device:
         return self.charge_wh / c.battery_wh if c.has_battery else 1.0
 
     def state(self) -> DeviceState:
-        """The signals the observation encoder reads."""
+        """The signals the observation encoder reads; the draw is measured only with `power_meter`."""
         return DeviceState(
             battery_level=self.battery_level,
             plugged_in=self.plugged,
@@ -97,6 +102,8 @@ class Device:
             throttle_c=self.config.throttle_c,
             throttled=self.throttled,
             cpu_load=self.config.cpu_load,
+            power_w=self.power_w if self.config.power_meter else None,
+            modelled_power_w=self.power_w,
         )
 
     # ---- events
@@ -139,7 +146,7 @@ class Device:
             elif self.throttled and self.temperature_c <= c.throttle_c - c.throttle_hysteresis_c:
                 self.throttled = False
             s = c.throttle_speed if self.throttled else 1.0  # (D1)
-            p = c.idle_w + (c.active_w * s if busy else 0.0)  # (D2)
+            p = self.power_w = c.idle_w + (c.active_w * s if busy else 0.0)  # (D2)
             rate = c.speed * s if busy else 0.0  # (D3)
             t_inf = c.ambient_c + r * p  # (D4)
             dt = max_s - elapsed

@@ -19,6 +19,8 @@ format (all optional, defaults keep the old meaning):
 * `[device] start_c`: temperature at t=0 (default: the idle steady state).
 * `[device] throttle_hysteresis_c`: throttling ends this many degrees below `throttle_c`.
 * `[device] cpu_load`: 0-1 CPU share used by other programs (reported in the observation).
+* `[device] power_meter` (bool): the board measures its own draw; the observation then
+  reports the modelled power as measured (`power_measured` = 1).
 * `[[events]]` take any `[device]` or `[workload]` key except `arrival` and `trace`;
   `battery_start` in an event sets the state of charge at that time.
 
@@ -82,6 +84,7 @@ class DeviceConfig:
     speed: float = 1.0  # device speed relative to the machine that measured the bundle
     start_c: float | None = None  # temperature at t=0; default: idle steady state
     cpu_load: float = 0.0  # 0-1 CPU share used by other programs
+    power_meter: bool = False  # the board measures its draw (INA3221, RAPL, fuel gauge): observed as measured
 
     def validate(self, where: str = "[device]") -> None:
         _require(self.throttle_hysteresis_c > 0, f"{where}.throttle_hysteresis_c", "must be > 0",

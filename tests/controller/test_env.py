@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gymnasium
 import numpy as np
 import pytest
@@ -70,6 +72,13 @@ def test_perturb_keeps_profiles_valid():
         q.device.validate()
         q.workload.validate()
         assert q.name == p.name and q.device.battery_wh == p.device.battery_wh
+
+
+def test_perturb_gives_half_the_unmetered_boards_a_power_meter():
+    p = load_profile("phone-low-battery")
+    assert {perturb(p, np.random.default_rng(seed), 0.3).device.power_meter for seed in range(20)} == {False, True}
+    metered = replace(p, device=replace(p.device, power_meter=True))
+    assert all(perturb(metered, np.random.default_rng(seed), 0.3).device.power_meter for seed in range(5))
 
 
 def test_bad_inputs(tmp_path, profiles):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from controller.train import TrainConfig, check_split, policy_actions, train
+from edge_runtime.control import observation
 from edge_runtime.errors import TrainError
 from edge_runtime.sim.profile import load_profile
 
@@ -23,7 +24,7 @@ def test_training_is_deterministic_for_a_seed(catalog, profiles):
     c, _ = train(replace(TINY, seed=1), catalog, profs, progress=False)
     assert np.array_equal(params(a), params(b))
     assert not np.array_equal(params(a), params(c))
-    obs = np.random.default_rng(0).random((32, 12), dtype=np.float32)
+    obs = np.random.default_rng(0).random((32, observation.SIZE), dtype=np.float32)
     assert np.array_equal(policy_actions(a, obs), policy_actions(b, obs))
     assert env.get_attr("action_names")[0] == ("dense", "dense-int8", "dense-int4")
 

@@ -6,11 +6,16 @@ import configparser
 import importlib.util
 import json
 import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from edge_runtime.control import observation
 from edge_runtime.serve import cli as S
+
+from ..edge_runtime.control.test_policy import install_policy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -78,3 +83,16 @@ def test_deployment_guide_points_at_real_files(path):
     guide = (DOCS / "deployment.md").read_text()
     assert path in guide
     assert (EXAMPLES.parent / path).is_file()
+
+
+@pytest.mark.parametrize(("version", "retrains"), [(1, True), (2, False)])
+def test_demo_retrains_only_a_policy_the_runtime_refuses(tiny_bundle, tmp_path, monkeypatch, version, retrains):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    features = observation.FEATURES if version == 2 else observation.FEATURES[:12]
+    install_policy(bundle, np.zeros((len(features), 2)), ["dense", "dense-int8"], features=features,
+                   observation_version=version)
+    demo, calls = load("demo"), []
+    monkeypatch.setattr(demo, "run", lambda *cmd, **kw: calls.append(cmd) or "")
+    demo.train(bundle, fresh=False)
+    assert calls == ([("controller.cli", "--bundle", str(bundle))] if retrains else [])

@@ -146,11 +146,12 @@ def test_fallback_policy_counts_and_explains(catalog):
     assert fb.fallbacks == 0
 
 
-def install_policy(bundle: Path, weights: np.ndarray, actions: list[str], **extra) -> None:
+def install_policy(bundle: Path, weights: np.ndarray, actions: list[str],
+                   features: tuple[str, ...] = observation.FEATURES, **extra) -> None:
     (bundle / "controller").mkdir(exist_ok=True)
     linear_onnx(bundle / "controller" / "policy.onnx", weights)
     m = read_manifest(bundle)
-    ctl = ControllerInfo("controller/policy.onnx", observation.FEATURES, tuple(actions),
+    ctl = ControllerInfo("controller/policy.onnx", features, tuple(actions),
                          {"observation_version": observation.OBSERVATION_VERSION, **extra})
     write_manifest(bundle, replace(m, controller=ctl))
 
@@ -177,10 +178,19 @@ def test_load_policy_rejects_mismatches(bundle, caplog):
     install_policy(bundle, np.zeros((observation.SIZE, 2)), ["dense", "dense-int4"], observation_version=0)
     with pytest.raises(PolicyError, match=r"observation version 0, this runtime encodes version"):
         load_policy(bundle, strict=True)
-    m = read_manifest(bundle)
-    write_manifest(bundle, replace(m, controller=replace(m.controller, observation=("battery_level",))))
+    install_policy(bundle, np.zeros((observation.SIZE, 2)), ["dense", "dense-int4"], features=("battery_level",))
     with pytest.raises(PolicyError, match=r"trained on observation features \['battery_level'\]"):
         load_policy(bundle, strict=True)
+
+
+def test_a_version_1_policy_is_refused_by_its_version(bundle, caplog):
+    v1 = observation.FEATURES[:12]  # version 1: the features before power and power_measured
+    install_policy(bundle, np.zeros((len(v1), 2)), ["dense", "dense-int4"], features=v1, observation_version=1)
+    with pytest.raises(PolicyError, match=r"observation version 1, this runtime encodes version 2: retrain it"):
+        load_policy(bundle, strict=True)
+    assert load_policy(bundle).primary is None and "deciding with the rule policy" in caplog.text
+    with pytest.raises(PolicyError, match=r"shape \['N', 12\], .*\[N, 14\] \(observation version 2\): retrain"):
+        OnnxPolicy(bundle / "controller" / "policy.onnx", 2)  # the file alone, without its manifest
 
 
 def test_decision_latency_p99_under_a_millisecond(bundle, catalog):

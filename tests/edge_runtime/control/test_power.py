@@ -121,11 +121,13 @@ def test_meter_integrates_watts_and_skips_gaps(tmp_path):
 
 def test_meter_over_a_counter_reports_its_rate(tmp_path):
     root = write(tmp_path, rapl_tree(1_000_000))
-    meter = EnergyMeter(RaplSource(root), clock=iter([10.0, 12.0]).__next__)
+    meter = EnergyMeter(RaplSource(root), clock=iter([10.0, 12.0, 13.0]).__next__)
     meter.sample()
     write(root, rapl_tree(31_000_000))
     assert meter.sample() == pytest.approx(30.0)
     assert meter.power_w == pytest.approx(15.0)
+    write(root, {"sys/class/powercap/intel-rapl:0/energy_uj": "garbage"})
+    assert meter.sample() is None and meter.power_w is None  # no stale rate left behind for the observation
 
 
 def test_auto_meter_finds_the_board_or_nothing(tmp_path, caplog):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -83,3 +84,19 @@ def test_event_sets_battery_and_copy_is_independent():
     c = d.copy()
     d.apply({"battery_start": 0.9})
     assert d.battery_level == pytest.approx(0.9) and c.battery_level == pytest.approx(0.5)
+
+
+def test_state_reports_the_latest_draw_as_modelled_unless_the_board_has_a_meter():
+    cfg = DeviceConfig(idle_w=2.0, active_w=10.0, throttle_speed=0.5, **COOL)
+    d = Device(cfg)
+    assert (d.state().power_w, d.state().modelled_power_w) == (None, 2.0)  # idle before the first segment
+    d.run(math.inf, work_s=5.0)
+    assert (d.state().power_w, d.state().modelled_power_w) == (None, 12.0)  # generating just ended
+    d.run(10.0)
+    assert d.state().modelled_power_w == 2.0
+    d.throttled = True
+    d.temperature_c = cfg.throttle_c + 10.0  # throttled through the whole run
+    d.run(math.inf, work_s=1.0)
+    assert d.state().modelled_power_w == pytest.approx(2.0 + 10.0 * 0.5)  # (D2) at throttled speed
+    metered = Device(replace(cfg, power_meter=True))
+    assert (metered.state().power_w, metered.state().modelled_power_w) == (2.0, 2.0)

@@ -98,6 +98,9 @@ def test_observation_is_the_shared_encoder(cat):
         sim.step(cat.dense)
     d = observation.describe(sim.observation())
     assert d["plugged_in"] == 1.0 and d["battery_level"] == 1.0
+    assert d["power_measured"] == 0.0 and d["power"] > 0  # the device model's draw
+    jetson = observation.describe(Simulator(load_profile("jetson-battery-pack"), cat).observation())
+    assert jetson["power_measured"] == 1.0  # a board with INA3221 rails: the same draw, as measured
 
 
 def test_clone_is_independent(cat):
