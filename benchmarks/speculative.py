@@ -74,6 +74,11 @@ class AlwaysWrong:
         self.inner.keep(length)
 
 
+def wrong_host(m: Any, verifier: str) -> str:
+    """The variant whose decoder the always-wrong drafter runs: the last one that is not the verifier."""
+    return [v.name for v in m.variants if v.name != verifier][-1]
+
+
 def prompt_sets(tok: Tokenizer, room: int, quick: bool) -> dict[str, list[list[int]]]:
     cases = [c for c in load_suite().cases if c.type != "choice"]
     suite = [tok.encode_chat([{"role": "user", "content": c.prompt}]) if c.template == "chat" else tok.encode(c.prompt)
@@ -92,7 +97,7 @@ def speculator_for(pool: VariantPool, drafter: str, verifier: str, k_max: int, d
         return lambda capacity: Speculator(PromptLookupDrafter(), k=k)
 
     def make(capacity: int) -> Speculator:
-        loaded = pool.get(m.index(drafter if drafter != "always-wrong" else m.variants[-1].name), capacity,
+        loaded = pool.get(m.index(drafter if drafter != "always-wrong" else wrong_host(m, verifier)), capacity,
                           drafting=True, keep=(m.index(verifier),))[0]
         d = AlwaysWrong(loaded.decoder) if drafter == "always-wrong" else ModelDrafter(drafter, loaded.decoder)
         return Speculator(d, k=k)
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             for set_name, prompts in sets.items():
                 if d == "always-wrong" and set_name == "suite":
                     continue
-                ratio = out["drafter_cost"].get(d if d != "always-wrong" else m.variants[-1].name,
+                ratio = out["drafter_cost"].get(d if d != "always-wrong" else wrong_host(m, v),
                                                 {"ratio_to_verifier_step": 1.0})["ratio_to_verifier_step"]
                 cost = out["verify_cost"][v]["ratio"]
                 spec = speculator_for(pool, d, v, args.k_max, ratio, max(0.0, (cost[-1] - 1) / (len(cost) - 1)))

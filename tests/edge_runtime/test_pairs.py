@@ -157,7 +157,7 @@ def test_drafter_failing_while_drafting_fences_the_pair_after_the_request(bundle
         def broken(ids):
             raise VariantError("onnxruntime failed running 'dense-int8' (Fail: boom)")
 
-        monkeypatch.setattr(drafter.decoder, "extend", broken)
+        monkeypatch.setattr(drafter.decoder, "prefill", broken)
         r = rt.generate(prompt, variant="dense+int8", max_tokens=16, ignore_eos=True)
         assert r.token_ids == plain.token_ids and r.variant == "dense+int8"
         assert "its drafter failed while drafting" in rt.pool.why_not_pair("dense+int8")
