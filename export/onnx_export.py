@@ -7,10 +7,13 @@ the fused onnxruntime operators that make CPU decoding fast:
     input_ids ─ Gather(embed) ─┐
     layer i:  SkipSimplifiedLayerNorm ─ MatMul(qkv) ─ GroupQueryAttention(rotary, KV cache)
               ─ MatMul(o) ─ SkipSimplifiedLayerNorm ─ MatMul(gate|up) ─ QuickGelu·up ─ MatMul(down)
-    final norm ─ FusedMatMul(embed, transB) ─ logits          (tied lm_head stored once)
+    final norm ─ Slice(last logits_to_keep positions) ─ FusedMatMul(embed, transB) ─ logits
+                                                                (tied lm_head stored once)
 
 Inputs and outputs follow onnxruntime-genai's names (docs/DESIGN.md, section 3), so any
-ORT program can drive a variant. Each layer's shapes are read from its weights, so
+ORT program can drive a variant. One optional input, `logits_to_keep` (an overridable
+initializer, default 0 = every position), lets a prefill compute the lm_head for its last
+position only (`keep_logits`). Each layer's shapes are read from its weights, so
 structured variants (fewer heads or neurons per layer) need nothing special. Node names
 are stable and hierarchical (`/model/layers.3/attn/qkv_proj/MatMul`).
 
@@ -254,7 +257,37 @@ def build(
         g.node("FusedMatMul", [x, embed], ["logits"], "/lm_head/FusedMatMul", domain=MS_DOMAIN, transB=1, alpha=1.0)
     else:
         g.node("MatMul", [x, g.init("lm_head.weight", _np(head.weight).T)], ["logits"], "/lm_head/MatMul")
-    return _model_proto(g, inputs, outputs, arch, storage)
+    return keep_logits(_model_proto(g, inputs, outputs, arch, storage))
+
+
+LOGITS_TO_KEEP = "logits_to_keep"
+
+
+def keep_logits(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto` with an optional input `logits_to_keep` [1] int64: the lm_head runs on the last n
+    positions only (0, the default: all of them). A prefill needs the last row alone; the
+    lm_head is a fifth of SmolLM2-135M's compute per token and its [S, vocab] output the
+    largest transient of a prefill. Feeding nothing keeps every position, so programs that do
+    not know the input (onnxruntime-genai, the evaluation's perplexity) see no change.
+    A graph that has the input already is returned as it is.
+    """
+    graph = proto.graph
+    if any(i.name == LOGITS_TO_KEEP for i in graph.input):
+        return proto
+    head = next(n for n in graph.node if "logits" in n.output)
+    x = head.input[0]
+    kept = "/lm_head/kept_positions"
+    neg = helper.make_node("Neg", [LOGITS_TO_KEEP], ["/lm_head/keep_start"], "/lm_head/Neg")
+    end = numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), "/lm_head/keep_end")
+    axis = numpy_helper.from_array(np.array([1], np.int64), "/lm_head/keep_axis")
+    cut = helper.make_node("Slice", [x, "/lm_head/keep_start", end.name, axis.name], [kept], "/lm_head/Slice")
+    head.input[0] = kept
+    at = list(graph.node).index(head)
+    graph.node.insert(at, cut)
+    graph.node.insert(at, neg)
+    graph.initializer.extend([numpy_helper.from_array(np.zeros(1, np.int64), LOGITS_TO_KEEP), end, axis])
+    graph.input.append(helper.make_tensor_value_info(LOGITS_TO_KEEP, TensorProto.INT64, [1]))
+    return proto
 
 
 def _check_fp16_range(model: Any, dtype: str) -> None:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 
 from edge_runtime.errors import RecipeError
+from export.onnx_export import MS_DOMAIN
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,45 @@ def quantize(proto: onnx.ModelProto, scheme_name: str) -> onnx.ModelProto:
     if not any(n.name == LM_HEAD_NODE for n in proto.graph.node):
         raise RecipeError("quantize: the graph has no untied lm_head MatMul; build it with untie_lm_head=True")
     if scheme.head_bits == scheme.bits:
-        return _quantizer(proto, scheme.bits, scheme)
+        return quantize_embedding(_quantizer(proto, scheme.bits, scheme))
     body = _quantizer(proto, scheme.bits, scheme, exclude=[LM_HEAD_NODE])
-    return _quantizer(body, scheme.head_bits, scheme, include=[LM_HEAD_NODE])
+    return quantize_embedding(_quantizer(body, scheme.head_bits, scheme, include=[LM_HEAD_NODE]))
+
+
+def quantize_embedding(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The token embedding's Gather as an 8-bit `GatherBlockQuantized` (blocks of 32, symmetric).
+
+    The fp32 table is SmolLM2-135M's largest tensor (49152 x 576, 113 MB); quantized weight-only
+    graphs kept it in fp32, so dense-int8 held 1.6x llama.cpp Q8_0's memory. A row is looked up
+    once per token, so 8 bits cost nothing in speed. The default model's embedding is the GGUF's
+    Q8_0 (blocks of 32, w = d * q): there the scale max|w| / 127 is d and the table is kept exactly.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type != "Gather" or node.input[0] not in inits or len(inits[node.input[0]].dims) != 2:
+            continue
+        table = numpy_helper.to_array(inits[node.input[0]])  # [vocab, hidden]
+        if table.dtype != np.float32 or table.shape[1] % BLOCK_SIZE:
+            continue
+        blocks = table.reshape(table.shape[0], -1, BLOCK_SIZE)  # [vocab, hidden / 32, 32]
+        scales = np.abs(blocks).max(axis=-1) / np.float32(127)  # [vocab, hidden / 32]
+        safe = np.where(scales > 0, scales, np.float32(1))
+        q = np.rint(blocks / safe[..., None]).astype(np.int16) + 128  # uint8 storage, zero point 128
+        name = node.input[0]
+        proto.graph.initializer.remove(inits[name])
+        proto.graph.initializer.extend([
+            numpy_helper.from_array(q.astype(np.uint8).reshape(table.shape), f"{name}_Q8"),
+            numpy_helper.from_array(scales.astype(np.float32), f"{name}_scales"),
+            numpy_helper.from_array(np.full(scales.shape, 128, np.uint8), f"{name}_zero_points"),
+        ])
+        quantized = helper.make_node(
+            "GatherBlockQuantized", [f"{name}_Q8", node.input[1], f"{name}_scales", f"{name}_zero_points"],
+            list(node.output), name=f"{node.name}_Q8", domain=MS_DOMAIN,
+            bits=8, block_size=BLOCK_SIZE, gather_axis=0, quantize_axis=1)
+        at = list(proto.graph.node).index(node)
+        proto.graph.node.remove(node)
+        proto.graph.node.insert(at, quantized)
+        return proto
+    return proto

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 PAST = "past_key_values.{}.{}"
 PRESENT = "present.{}.{}"
+LOGITS_TO_KEEP = "logits_to_keep"  # optional input: the lm_head runs on the last n positions (0: all)
 
 
 def default_threads() -> int:
@@ -93,6 +94,9 @@ class VariantSession:
                 raise VariantError(f"{str(self.path)!r}: KV cache input has no static head shape {shape}")
             self.kv.append(KVSpec(kv_heads=shape[1], head_dim=shape[3]))
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # graphs exported since logits_to_keep (export.onnx_export.keep_logits) can skip the
+        # lm_head on prompt positions whose logits nobody reads
+        self.keeps_logits = any(i.name == LOGITS_TO_KEEP for i in self.session.get_overridable_initializers())
         past0 = names.get(PAST.format(0, "key"))
         self.kv_dtype = _NP_TYPES.get(past0.type, np.float32) if past0 is not None else np.float32  # float16 graphs
         self.vocab = int(self.session.get_outputs()[0].shape[-1])
@@ -179,6 +183,9 @@ class Decoder:
         self._row = np.zeros((1, 1, session.vocab), self._logits_dtype)  # the decode step's logits
         self._mask = np.ones((1, 0), np.int64)
         self._cache: list[ort.OrtValue] = []
+        # logits_to_keep (an overridable initializer, bound as an OrtValue: bind_cpu_input refuses it)
+        self._keep_all = ort.OrtValue.ortvalue_from_numpy(np.zeros(1, np.int64))
+        self._keep_last = ort.OrtValue.ortvalue_from_numpy(np.ones(1, np.int64))
         self.capacity = 0
         self.reserve(capacity)
 
@@ -249,6 +256,8 @@ class Decoder:
         if self.length + n > self.capacity:
             raise ValueError(f"{self.length + n} tokens do not fit a decoder of capacity {self.capacity}")
         io, rows = self._io, []
+        if self.session.keeps_logits:  # the lm_head over every position only where every row is wanted
+            io.bind_ortvalue_input(LOGITS_TO_KEEP, self._keep_all if every else self._keep_last)
         for start in range(0, n, self.prefill_chunk):
             chunk = ids[:, start : start + self.prefill_chunk]  # [1, c]
             self.length += chunk.shape[1]

@@ -9,7 +9,7 @@ import torch
 
 from edge_runtime.engine.session import VariantSession
 from export.load import TinyConfig, tiny_model
-from export.onnx_export import SparseStorage, build, describe, save
+from export.onnx_export import LOGITS_TO_KEEP, SparseStorage, build, describe, keep_logits, save
 from export.quantize import quantize
 
 
@@ -44,6 +44,23 @@ def test_stable_hierarchical_node_names():
     assert "/model/layers.1/attn/GroupQueryAttention" in names
     assert "/lm_head/FusedMatMul" in names  # tied head read from the embedding, stored once
     assert len(names) == len(proto.graph.node)
+
+
+def test_logits_to_keep_is_optional_and_keeps_the_last_positions(tmp_path):
+    model = tiny_model().model
+    proto = build(model)
+    assert keep_logits(proto) is proto and sum(i.name == LOGITS_TO_KEEP for i in proto.graph.input) == 1
+    save(proto, tmp_path / "model.onnx")
+    s = VariantSession(tmp_path / "model.onnx", threads=1).session
+    ids = np.array([[3, 17, 33, 99, 120]], np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    feeds |= {i.name: np.zeros([1, i.shape[1], 0, i.shape[3]], np.float32) for i in s.get_inputs()
+              if i.name.startswith("past_key_values")}
+    every = s.run(["logits"], feeds)[0]  # nothing fed: every position, as onnxruntime-genai sees it
+    np.testing.assert_allclose(every, _torch_logits(model, ids), atol=1e-4)
+    for n in (1, 3):
+        kept = s.run(["logits"], {**feeds, LOGITS_TO_KEEP: np.array([n], np.int64)})[0]
+        np.testing.assert_allclose(kept, every[:, -n:], atol=1e-5)
 
 
 def _prune_half(model) -> None:

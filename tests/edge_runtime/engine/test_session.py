@@ -99,3 +99,17 @@ def test_extend_scores_every_token_and_rollback_overwrites_in_place(session):
     np.testing.assert_allclose(after, ref.step(7), atol=1e-4)
     with pytest.raises(ValueError, match="cannot roll back to 20 tokens: the sequence has 14"):
         dec.rollback(20)
+
+
+def test_prefill_runs_the_lm_head_on_its_last_position_only(session):
+    """Exported graphs take `logits_to_keep`: a prefill asks for one row, extend for all of them,
+    and the row a prefill returns is the one the full forward computes."""
+    assert session.keeps_logits
+    prompt = np.random.default_rng(3).integers(0, session.vocab, 11)
+    dec = session.decoder(capacity=32)
+    last = dec.prefill(prompt)
+    assert dec._io.get_outputs()[0].shape() == [1, 1, session.vocab]
+    full, _ = session.forward(prompt[None, :])  # feeds nothing: every position
+    assert full.shape == (1, 11, session.vocab)
+    np.testing.assert_allclose(last, full[0, -1], atol=1e-4)
+    assert dec.extend(prompt[:3]).shape == (3, session.vocab)
