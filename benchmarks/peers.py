@@ -65,10 +65,13 @@ def _edge(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
     from edge_runtime.bundle import read_manifest
     from edge_runtime.engine.session import VariantSession
 
-    bundle = Path(spec["bundle"])
-    v = read_manifest(bundle).variant(spec["name"])
-    session = VariantSession(bundle / v.onnx, threads=spec["threads"], providers=["CPUExecutionProvider"],
-                             storage=v.extra.get("storage"))
+    if "path" in spec:  # a dense-storage graph outside the manifest (benchmarks/grid_quant.py)
+        path, storage = Path(spec["path"]), "dense"
+    else:
+        bundle = Path(spec["bundle"])
+        v = read_manifest(bundle).variant(spec["name"])
+        path, storage = bundle / v.onnx, v.extra.get("storage")
+    session = VariantSession(path, threads=spec["threads"], providers=["CPUExecutionProvider"], storage=storage)
     dec = session.decoder(spec["prompt"] + spec["new"])
     return dec.reset, dec.prefill, dec.step
 

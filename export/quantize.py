@@ -9,6 +9,13 @@ the fly by the kernel (`accuracy_level=4`), which is what makes it fast on AVX2.
 Schemes (`SCHEMES`), measured on SmolLM2-135M (4×256 held-out tokens, argmax agreement
 with fp32): `int8` symmetric RTN: perplexity ×1.00, 96% agreement, 2.1× decode;
 `int4` symmetric RTN (lm_head kept at 8 bits): perplexity ×1.17, 69%, 2.8× decode.
+`int4-grid` rounds nothing: weights that came from a Q4_1 GGUF (the default model's) are
+read back onto their grid and kept exactly, Q8_0 lm_head included (export/grid.py); a weight
+off its grid is refused, not rounded. Measured (benchmarks/results/grid_quant.md, 8 prompts x
+64 greedy tokens): with float32 activations every token equals dense's (logits within 2e-4);
+with the kernel's int8 activations 97.5% agreement (int8: 97.3%) in a file 15% smaller, but
+0.91x dense-int8's decode and 0.79x its prefill on 2 cores: the Q4_1 minimum costs a float32
+MatMul and an Add per projection.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 import onnx
 
 from edge_runtime.errors import RecipeError
+from export.grid import rewrite
 from export.onnx_export import MS_DOMAIN
 
 log = logging.getLogger(__name__)
@@ -36,11 +44,13 @@ class Scheme:
     head_bits: int  # lm_head weight (it is the most sensitive tensor)
     symmetric: bool = True
     accuracy_level: int = 4  # int8 activations in the kernel
+    grid: bool = False  # keep the source's GGUF blocks exactly (Q4_1 at 4 bits, Q8_0 at 8) instead of rounding
 
 
 SCHEMES: dict[str, Scheme] = {
     "int8": Scheme(bits=8, head_bits=8),
     "int4": Scheme(bits=4, head_bits=8),
+    "int4-grid": Scheme(bits=4, head_bits=8, grid=True),
 }
 
 
@@ -79,6 +89,8 @@ def quantize(proto: onnx.ModelProto, scheme_name: str) -> onnx.ModelProto:
     scheme = SCHEMES[scheme_name]
     if not any(n.name == LM_HEAD_NODE for n in proto.graph.node):
         raise RecipeError("quantize: the graph has no untied lm_head MatMul; build it with untie_lm_head=True")
+    if scheme.grid:
+        return quantize_embedding(rewrite(proto, scheme.bits, scheme.head_bits, LM_HEAD_NODE, scheme.accuracy_level))
     if scheme.head_bits == scheme.bits:
         return quantize_embedding(_quantizer(proto, scheme.bits, scheme))
     body = _quantizer(proto, scheme.bits, scheme, exclude=[LM_HEAD_NODE])

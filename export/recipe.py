@@ -28,7 +28,7 @@
     [[variant]]
     name = "wanda-50-int8"
     parent = "wanda-50"   # a quantized copy of an earlier fp32 variant
-    quantization = "int8" # int8 | int4
+    quantization = "int8" # int8 | int4 | int4-grid (a GGUF Q4_1 model's own blocks, dense parent)
 
     [[pair]]              # optional: a speculative pair (docs/speculative.md)
     name = "dense+sparsegpt-70"
@@ -288,6 +288,9 @@ def _variant(v: dict[str, Any], where: str, earlier: dict[str, VariantRecipe],
         if set(v) & {"method", "sparsity", "pattern", "options", "recovery"}:
             raise RecipeError(f"{where}: a quantized copy inherits method, sparsity and recovery from {parent!r}; "
                               "drop them")
+        if SCHEMES[quant].grid and (base.method != "dense" or dtype != "float32"):
+            raise RecipeError(f"{where}: {quant!r} reads GGUF blocks back from dense float32 weights, not from "
+                              f"{base.method} ones in {dtype}; quantize it with 'int4' or 'int8'")
         return VariantRecipe(name, base.method, base.sparsity, base.pattern, quant, parent, base.options, dtype)
     method = v.get("method")
     if method not in METHODS:

@@ -171,7 +171,7 @@ class Variant:
     method: str  # dense | magnitude | wanda | sparsegpt | 2:4 | structured
     sparsity: float  # share of decoder weights removed (structured) or zero (unstructured)
     structured: bool
-    quantization: str  # none | int8 | int4
+    quantization: str  # none | int8 | int4 | int4-grid
     parent: str | None  # the fp32 variant a quantized one was made from
     onnx: str  # path relative to the bundle root
     params: int  # parameters stored (structured variants have fewer)

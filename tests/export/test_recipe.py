@@ -25,6 +25,12 @@ def test_defaults_and_quantized_copies():
     assert r.children("wanda-50") == [copy]
 
 
+def test_grid_copy_of_the_dense_variant():
+    r = Recipe.from_dict({"variant": [{"name": "d", "method": "dense"},
+                                      {"name": "d-q4", "parent": "d", "quantization": "int4-grid"}]})
+    assert (r.variant("d-q4").quantization, r.variant("d-q4").method) == ("int4-grid", "dense")
+
+
 @pytest.mark.parametrize(
     "data, match",
     [
@@ -45,6 +51,12 @@ def test_defaults_and_quantized_copies():
         ({"variant": [{"name": "d", "method": "dense", "sparsity": 0.1}]}, r"a dense variant takes no sparsity; drop 'sparsity'"),
         ({"variant": [{"name": "q", "parent": "wanda-50", "quantization": "int8"}]}, r"parent 'wanda-50' must be an fp32 variant listed before it"),
         ({"variant": [WANDA, {"name": "q", "parent": "wanda-50", "quantization": "int3"}]}, r"unknown quantization 'int3'; known: none, int"),
+        ({"variant": [WANDA, {"name": "q", "parent": "wanda-50", "quantization": "int4-grid"}]},
+         r"'q': 'int4-grid' reads GGUF blocks back from dense float32 weights, not from wanda ones in float32; "
+         r"quantize it with 'int4' or 'int8'$"),
+        ({"variant": [{"name": "d", "method": "dense"}, {"name": "q", "parent": "d", "quantization": "int4-grid",
+                                                         "dtype": "float16"}]},
+         r"not from dense ones in float16; quantize it with 'int4' or 'int8'$"),
     ],
 )
 def test_bad_recipes(data, match):
