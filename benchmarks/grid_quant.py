@@ -2,11 +2,12 @@
 
     python benchmarks/grid_quant.py --bundle bundles/smollm2-135m --graphs bundles/q4scratch [--rounds 5]
 
-1. Builds the `dense-q4` graph as edge-export does (the model from export.load, the graph with
-   an untied lm_head, `quantize(..., "int4-grid")`) into GRAPHS/dense-q4, and the same graph
-   with float32 activations in the kernel (`accuracy_level=0`) into GRAPHS/dense-q4-exact,
-   after counting the weight blocks that lie on their grid (Q4_1 decoder, Q8_0 lm_head).
-2. Quality against the bundle's dense variant on 8 chat prompts of the evaluation suite:
+1. Builds dense, dense-int8 and dense-q4 as edge-export does, with this checkout's code (the
+   model from export.load; `quantize(build(model, untie_lm_head=True), scheme)` for the
+   quantized ones) into GRAPHS/<name>, and dense-q4 with float32 activations in the kernel
+   (`accuracy_level=0`) into GRAPHS/dense-q4-exact, after counting the weight blocks that lie
+   on their grid (Q4_1 decoder, Q8_0 lm_head). The bundle gives the tokenizer.
+2. Quality against dense on 8 chat prompts of the evaluation suite:
    dense's greedy 64-token continuations, then each graph teacher-forced over prompt and
    continuation: the largest |logit difference| at any position, argmax agreement on the
    continuation's positions, and how many of its own greedy continuations equal dense's.
@@ -44,7 +45,8 @@ from edge_runtime.engine.tokenizer import Tokenizer  # noqa: E402
 from harness.suite import load_suite  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-GRAPHS = {"dense-q4": 4, "dense-q4-exact": 0}  # graph -> the kernel's accuracy_level
+# graph -> (quantization, the kernel's accuracy_level)
+GRAPHS = {"dense": ("none", 4), "dense-int8": ("int8", 4), "dense-q4": ("int4-grid", 4), "dense-q4-exact": ("int4-grid", 0)}
 
 
 def census(proto: Any) -> dict[str, list[int]]:
@@ -77,9 +79,10 @@ def build_graphs(out: Path) -> dict[str, list[int]]:
     blocks = census(build(model, untie_lm_head=True))
     base = Q.SCHEMES["int4-grid"]
     try:
-        for name, level in GRAPHS.items():
+        for name, (scheme, level) in GRAPHS.items():
             Q.SCHEMES["int4-grid"] = replace(base, accuracy_level=level)
-            save(Q.quantize(build(model, untie_lm_head=True), "int4-grid"), out / name / "model.onnx")
+            proto = build(model) if scheme == "none" else Q.quantize(build(model, untie_lm_head=True), scheme)
+            save(proto, out / name / "model.onnx")
     finally:
         Q.SCHEMES["int4-grid"] = base
     census_path.write_text(json.dumps(blocks))
@@ -123,9 +126,8 @@ def quality(sessions: dict[str, VariantSession], prompt_ids: list[list[int]], ne
 def speed(args: argparse.Namespace, vocab: int) -> dict[str, Any]:
     """Decode and prefill through peers.py's worker, interleaved; medians and ratios to dense."""
     common = {"threads": args.threads, "prompt": 128, "new": 64, "repeats": args.repeats, "vocab": vocab}
-    specs = [{**common, "kind": "edge", "name": n, "bundle": str(args.bundle), "label": n} for n in ("dense", "dense-int8")]
-    specs.append({**common, "kind": "edge", "name": "dense-q4", "path": str(args.graphs / "dense-q4" / "model.onnx"),
-                  "label": "dense-q4"})
+    specs = [{**common, "kind": "edge", "name": n, "path": str(args.graphs / n / "model.onnx"), "label": n}
+             for n in ("dense", "dense-int8", "dense-q4")]
     if importlib.util.find_spec("llama_cpp") is not None:
         path = peers.llama_models(args.graphs, ["Q4_1"])["Q4_1"]
         specs.append({**common, "kind": "llama.cpp", "name": "Q4_1", "path": str(path), "label": "llama.cpp Q4_1"})
@@ -171,10 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     census = build_graphs(args.graphs)
     manifest = read_manifest(args.bundle)
     tok = Tokenizer.from_bundle(args.bundle, manifest)
-    sessions = {n: VariantSession(args.bundle / manifest.variant(n).onnx, threads=args.threads, storage="dense")
-                for n in ("dense", "dense-int8")}
-    sessions.update({g: VariantSession(args.graphs / g / "model.onnx", threads=args.threads, storage="dense")
-                     for g in GRAPHS})
+    sessions = {g: VariantSession(args.graphs / g / "model.onnx", threads=args.threads, storage="dense")
+                for g in GRAPHS}
     q = quality(sessions, prompts(tok, args.prompts), args.new)
     del sessions  # the speed runs load their own, one process each
     r = {"argv": " ".join(sys.argv[1:]), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
