@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--k-max", type=int, default=6)
     ap.add_argument("--quick", action="store_true", help="fewer prompts and drafters (a smoke run)")
+    ap.add_argument("--drafters", default=None,
+                    help="comma-separated drafters to compare (default: prompt-lookup and every variant but dense)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speculative"))
     args = ap.parse_args(argv)
     root = Path(args.bundle)
@@ -121,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     sets = prompt_sets(tok, m.model.context_length - args.max_tokens - 1, args.quick)
     verifiers = [v for v in VERIFIERS if v in m.names]
     drafters = [PROMPT_LOOKUP] + [v.name for v in m.variants if v.name not in ("dense",)]
-    if args.quick:  # prompt lookup and the two drafters the manifest prices cheapest per token
+    if args.drafters:
+        drafters = [d for d in drafters if d in args.drafters.split(",")]
+    elif args.quick:  # prompt lookup and the two drafters the manifest prices cheapest per token
         cheap = sorted(drafters[1:], key=lambda n: m.variant(n).cost.decode_ms_per_token or float("inf"))
         drafters = [PROMPT_LOOKUP, *cheap[:2]]
     out: dict[str, Any] = {"bundle": str(root), "threads": args.threads, "max_tokens": args.max_tokens,
