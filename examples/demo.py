@@ -40,8 +40,19 @@ QUESTIONS = (
 )
 
 
+STARTED: list[tuple[str, float]] = []  # (stage, perf_counter at its start), for the closing table
+
+
 def stage(title: str) -> None:
+    STARTED.append((title, time.perf_counter()))
     print(f"\n=== {title} ===", flush=True)
+
+
+def stage_times(end: float) -> str:
+    """Seconds per stage, as a Markdown table (the README quotes a fresh machine's)."""
+    ends = [t for _, t in STARTED[1:]] + [end]
+    rows = [f"| {title} | {stop - start:.0f} |" for (title, start), stop in zip(STARTED, ends, strict=True)]
+    return "\n".join(["| stage | seconds |", "|---|---|", *rows])
 
 
 def run(*cmd: str, capture: bool = False) -> str:
@@ -187,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     simulate(args.bundle)
     serve(args.bundle)
     completions(args.bundle)
-    print(f"\ndone in {time.perf_counter() - t0:.0f} s")
+    end = time.perf_counter()
+    print(f"\n{stage_times(end)}\n\ndone in {end - t0:.0f} s")
     return 0
 
 
