@@ -465,7 +465,7 @@ def gate_system(manifest: Manifest, mixes: dict[str, dict[str, float]], floors: 
     """
     from harness.floors import delivered_quality, gate_profiles
 
-    scores: dict[str, dict[str, float]] = {v.name: dict(v.quality.scores) for v in manifest.variants if v.quality.scores}
+    scores = manifest.slice_scores()
     if not scores:
         raise EvalError("the manifest has no scores yet; run edge-eval --bundle DIR first")
     scores[FAILED] = dict.fromkeys(SLICES, 0.0)

@@ -207,6 +207,12 @@ class Manifest:
         raise VariantError(f"unknown variant or pair {name!r}; this bundle has variants {list(self.names)} and "
                            f"pairs {[p.name for p in self.pairs]}")
 
+    def slice_scores(self) -> dict[str, dict[str, float]]:
+        """Action -> the harness's slice scores, for every scored variant and every pair whose
+        verifier was scored (a pair's output, hence its quality, is its verifier's)."""
+        scores = {v.name: dict(v.quality.scores) for v in self.variants if v.quality.scores}
+        return scores | {p.name: scores[p.verifier] for p in self.pairs if p.verifier in scores}
+
     def pair(self, name: str) -> Pair | None:
         """The pair called `name`, or None."""
         return next((p for p in self.pairs if p.name == name), None)

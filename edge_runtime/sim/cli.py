@@ -123,11 +123,11 @@ def format_report(r: SimReport) -> str:
 def tier_quality(r: SimReport, manifest: Manifest) -> dict[str, dict[str, float]]:
     """Delivered per-slice quality per tier: the harness slice scores of the variants served under
     each tier, weighted by their shares (empty for a bundle without slice scores)."""
-    scores = {v.name: dict(v.quality.scores) for v in manifest.variants}
+    scores = manifest.slice_scores()
     slices = EASY_SLICES + HARD_SLICES
     out = {}
     for tier, share in r.tier_share.items():
-        if share and all(any(s in scores[n] for s in slices) for n in share):
+        if share and all(any(s in scores.get(n, {}) for s in slices) for n in share):
             out[tier] = {k: round(x, 4) for k, x in delivered_quality(scores, share, slices).items()}
     return out
 

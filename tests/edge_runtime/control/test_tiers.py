@@ -127,3 +127,24 @@ def test_edge_sim_reports_delivered_slice_quality_per_tier():
         assert set(per_slice) == {"common", "edge", "adversarial", "multilingual"}
         assert all(0 < per_slice[s] <= dense[s] + 1e-9 for s in per_slice)
     assert "tier critical" in format_tiers(rep, q) or "tier saver" in format_tiers(rep, q)
+
+
+def test_a_pair_delivers_its_verifiers_slice_quality():
+    """Pairs are actions with their verifier's quality: edge-sim's per-tier report and the
+    whole-system gate read it through Manifest.slice_scores (a bundle with pairs once crashed here)."""
+    from edge_runtime.bundle import Pair
+    from edge_runtime.control.policy import StaticPolicy
+    from edge_runtime.sim.cli import tier_quality
+
+    m = synthetic_manifest("smollm2", tiers=True)
+    m = replace(m, pairs=(Pair(name="dense+lookup", verifier="dense", drafter="prompt-lookup"),))
+    assert m.slice_scores()["dense+lookup"] == m.variant("dense").quality.scores
+    cat = VariantCatalog.from_manifest(m)
+    rep = Simulator(load_profile("desk-plugged"), cat).run(StaticPolicy(m.action_index("dense+lookup")), "static")
+    assert "dense+lookup" in rep.variant_share
+    q = tier_quality(rep, m)
+    dense = m.variant("dense").quality.scores
+    only_pair = [tier for tier, share in rep.tier_share.items() if set(share) == {"dense+lookup"}]
+    assert only_pair
+    for tier in only_pair:
+        assert q[tier] and q[tier] == pytest.approx({s: dense[s] for s in q[tier]}, abs=1e-4)
