@@ -96,7 +96,7 @@ class Runtime(Worker):
         warn = tier_warning(manifest)
         if warn:
             log.warning(warn)
-        self._tier_masks = {}  # tier -> [V] bool, empty for an untiered bundle
+        self._tier_masks = {}  # tier -> [A] bool over variants and pairs, empty for an untiered bundle
         if tiered(manifest):
             self._tier_masks = {t: tier_mask(manifest, t) for t in TIERS}
         self._worker = threading.Thread(target=self._work, name="edge-runtime-worker", daemon=True)

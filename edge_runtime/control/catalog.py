@@ -114,7 +114,7 @@ class VariantCatalog:
     allowed: np.ndarray  # [V] bool, False where the gate failed (in a tiered bundle: no tier cleared)
     dense: int  # index of the reference variant
     quality_source: str  # "scores" or "perplexity"
-    tier_masks: dict[str, np.ndarray] = field(default_factory=dict)  # tier -> [V] bool; empty: untiered
+    tier_masks: dict[str, np.ndarray] = field(default_factory=dict)  # tier -> [A] bool; empty: untiered
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> VariantCatalog:
@@ -161,13 +161,14 @@ class VariantCatalog:
                 "quality model: harness slice scores missing for some variants; using perplexity "
                 "retention ppl(dense)/ppl(variant) for them (catalog.py, Q3)"
             )
-        allowed = np.array([v.passed for v in variants], dtype=bool)
-        masks = _tier_masks(manifest, allowed)
-        if masks:  # tiered: a variant that fails the normal gate may serve in a lower tier
-            allowed = allowed | np.logical_or.reduce(list(masks.values()))
         # speculative pairs: one action each, with its verifier's quality, gate, tiers and prefill
         # cost, and its own measured decode cost
         ver = [manifest.index(p.verifier) for p in manifest.pairs]
+        passed = np.array([v.passed for v in variants], dtype=bool)
+        allowed = np.append(passed, passed[ver]).astype(bool)
+        masks = _tier_masks(manifest, allowed)
+        if masks:  # tiered: a variant that fails the normal gate may serve in a lower tier
+            allowed = allowed | np.logical_or.reduce(list(masks.values()))
         easy += [easy[j] for j in ver]
         hard += [hard[j] for j in ver]
         prefill = [_cost(v, "prefill_ms_per_token") for v in variants] + [
@@ -175,8 +176,6 @@ class VariantCatalog:
         decode = [_cost(v, "decode_ms_per_token") for v in variants] + [
             p.cost.decode_ms_per_token or _cost(variants[j], "decode_ms_per_token")
             for p, j in zip(manifest.pairs, ver, strict=True)]
-        allowed = np.append(allowed, allowed[ver]).astype(bool)
-        masks = {t: np.append(m, m[ver]).astype(bool) for t, m in masks.items()}
         if not allowed.any():
             raise BundleError(
                 f"every variant in the bundle failed its gate ({[v.name for v in variants]}); "

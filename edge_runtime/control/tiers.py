@@ -77,16 +77,18 @@ def tiered(manifest: Manifest) -> bool:
 
 
 def tier_mask(manifest: Manifest, tier: str) -> np.ndarray:
-    """[V] bool: variants offered in `tier`.
+    """[A] bool over `manifest.actions` (variants, then pairs): what is offered in `tier`. A pair
+    is offered where its verifier is, since its output is the verifier's.
 
     A bundle whose floors declared tiers (`manifest.extra["tiers"]`) but whose variants lack
-    per-tier gate results cannot be tiered: every variant is offered (the pass/fail gate still
+    per-tier gate results cannot be tiered: every action is offered (the pass/fail gate still
     applies) and `tier_warning` says so once.
     """
     per = variant_tiers(manifest)
     if not tiered(manifest):
-        return np.ones(len(per), dtype=bool)
-    return np.array([tier in (t or ()) for t in per], dtype=bool)
+        return np.ones(len(manifest.actions), dtype=bool)
+    mask = np.array([tier in (t or ()) for t in per], dtype=bool)
+    return np.append(mask, mask[[manifest.index(p.verifier) for p in manifest.pairs]]).astype(bool)
 
 
 def tier_warning(manifest: Manifest) -> str | None:

@@ -148,3 +148,30 @@ def test_a_pair_delivers_its_verifiers_slice_quality():
     assert only_pair
     for tier in only_pair:
         assert q[tier] and q[tier] == pytest.approx({s: dense[s] for s in q[tier]}, abs=1e-4)
+
+
+def test_runtime_offers_a_pair_where_its_verifier_clears_the_tier(bundle_copy, make_policy):
+    """Tier masks span variants and pairs (a tiered bundle with pairs once failed every request)."""
+    import json
+
+    from edge_runtime.bundle import read_manifest
+
+    raw = json.loads((bundle_copy / "manifest.json").read_text())
+    raw["pairs"] = [{"name": "dense+lookup", "verifier": "dense", "drafter": "prompt-lookup", "k_max": 4}]
+    raw["tiers"] = ["normal", "saver", "critical"]
+    for v in raw["variants"]:  # dense clears only critical, everything else every tier
+        v["gate"] = {**v.get("gate", {}), "status": "pass",
+                     "tiers": ["critical"] if v["name"] == "dense" else ["normal", "saver", "critical"]}
+    (bundle_copy / "manifest.json").write_text(json.dumps(raw))
+    m = read_manifest(bundle_copy)
+    pair = m.action_index("dense+lookup")
+    assert tier_mask(m, "normal").tolist() == [False] + [True] * (len(m.names) - 1) + [False]
+    for tier, offered in (("normal", False), ("critical", True)):
+        rt = Runtime.open(bundle_copy, policy=make_policy(pair), signals=StaticSource(DeviceState()), threads=1,
+                          tier=tier, preload="none")
+        try:
+            d, _ = rt.decide(8, 4)
+            assert (rt.manifest.actions[d.variant] == "dense+lookup") is offered
+            assert rt.generate("a b a b", max_tokens=4, ignore_eos=True).token_ids
+        finally:
+            rt.close(grace_s=5)
