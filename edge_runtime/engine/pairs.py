@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +39,16 @@ GROUNDED = (
     "Repeat the key facts of this message: The meeting with Dr. Alvarez moved from Tuesday 10:00 to "
     "Thursday 14:30 in room B-204; bring the Q3 budget report and the signed NDA.",
 )
+
+
+# Open-ended prompts (the output quotes nothing): prompt lookup finds little to copy here, so a
+# pair's cost is measured on both kinds and the catalog prices the mix, not the best case.
+OPEN = (
+    "Give three short tips for keeping a bicycle chain in good condition.",
+    "Explain in a few sentences why bread goes stale.",
+    "Write a four-line poem about a lighthouse keeper.",
+)
+PROMPT_SETS = {"grounded": GROUNDED, "open": OPEN}
 
 
 @dataclass(frozen=True)
@@ -109,31 +119,41 @@ def run_pair(pool: VariantPool, tok: Tokenizer, verifier: str, speculator: Calla
     return PairRun(1e3 * plain_s / max(plain_n, 1), 1e3 * pair_s / max(pair_n, 1), drafted, accepted, identical)
 
 
-def measure_pair(pool: VariantPool, tok: Tokenizer, pair: Pair, prompts: Sequence[list[int]],
+def measure_pair(pool: VariantPool, tok: Tokenizer, pair: Pair, prompt_sets: Mapping[str, Sequence[list[int]]],
                  max_tokens: int = 48) -> Pair:
-    """`pair` with its measured cost, acceptance and cost ratios (for its k policy) filled in."""
+    """`pair` with its measured cost, acceptance and cost ratios (for its k policy) filled in.
+
+    The cost is the mean over the prompt sets (each set's own speedup is kept in `cost.extra`):
+    measured on input-grounded prompts alone, prompt lookup was priced at 2.07x its verifier
+    for every request, where open-ended ones gave about 1.06x.
+    """
+    first = next(iter(prompt_sets.values()))[0]
     verifier = pool.get(pool.manifest.index(pair.verifier), 256)[0]
-    costs = verify_costs(verifier.decoder, prompts[0])
+    costs = verify_costs(verifier.decoder, first)
     slope = max(0.0, (costs[-1] / costs[0] - 1.0) / (len(costs) - 1))
     extra = dict(pair.extra, verify_slope=round(slope, 4))
     if pair.drafter != "prompt-lookup":
         drafter = pool.get(pool.manifest.index(pair.drafter), 256, drafting=True)[0]
-        extra["draft_ratio"] = round(verify_costs(drafter.decoder, prompts[0], max_n=1)[0] / costs[0], 4)
+        extra["draft_ratio"] = round(verify_costs(drafter.decoder, first, max_n=1)[0] / costs[0], 4)
     measured = replace(pair, extra=extra)
     pool.replace_pair(measured)  # measure with the policy these ratios give, from a fresh start
-    run = run_pair(pool, tok, pair.verifier, lambda capacity: pool.get_pair(pair.name, capacity)[1], prompts,
-                   max_tokens)
-    if not run.identical:
+    runs = {kind: run_pair(pool, tok, pair.verifier, lambda capacity: pool.get_pair(pair.name, capacity)[1],
+                           prompts, max_tokens) for kind, prompts in prompt_sets.items()}
+    if not all(r.identical for r in runs.values()):
         log.error("pair %r: greedy output differs from its verifier's; this is a bug, please report it", pair.name)
-    return replace(measured, acceptance=run.acceptance,
-                   cost=Cost(decode_ms_per_token=round(run.pair_ms_per_token, 4),
-                             extra={"verifier_ms_per_token": round(run.plain_ms_per_token, 4),
-                                    "speedup": round(run.speedup, 3), "prompts": "grounded"}))
+    plain = sum(r.plain_ms_per_token for r in runs.values()) / len(runs)
+    mixed = sum(r.pair_ms_per_token for r in runs.values()) / len(runs)
+    drafted = sum(r.drafted for r in runs.values())
+    return replace(measured, acceptance=sum(r.accepted for r in runs.values()) / drafted if drafted else None,
+                   cost=Cost(decode_ms_per_token=round(mixed, 4),
+                             extra={"verifier_ms_per_token": round(plain, 4), "speedup": round(plain / mixed, 3),
+                                    "prompts": "+".join(runs),
+                                    **{f"speedup_{kind}": round(r.speedup, 3) for kind, r in runs.items()}}))
 
 
 def measure_pairs(bundle_dir: str | os.PathLike[str], manifest: Manifest | None = None, threads: int | None = None,
                   max_tokens: int = 48) -> Manifest:
-    """Measure every pair of the bundle on the built-in grounded prompts and write them into its manifest."""
+    """Measure every pair of the bundle on the built-in prompt sets (`PROMPT_SETS`) and write them into its manifest."""
     root = Path(bundle_dir)
     manifest = manifest or read_manifest(root)
     if not manifest.pairs:
@@ -141,10 +161,11 @@ def measure_pairs(bundle_dir: str | os.PathLike[str], manifest: Manifest | None 
     tok = Tokenizer.from_bundle(root, manifest)
     pool = VariantPool(root, manifest, threads=threads, allow_ungated=True)
     room = manifest.model.context_length - max_tokens - 1  # a small model's context may not hold them whole
-    prompts = [tok.encode_chat([{"role": "user", "content": p}])[-room:] for p in GROUNDED]
+    sets = {kind: [tok.encode_chat([{"role": "user", "content": p}])[-room:] for p in texts]
+            for kind, texts in PROMPT_SETS.items()}
     pairs = []
     for pair in manifest.pairs:
-        pairs.append(measure_pair(pool, tok, pair, prompts, max_tokens))
+        pairs.append(measure_pair(pool, tok, pair, sets, max_tokens))
         log.info("pair %r: %.2f ms/token (verifier %.2f), acceptance %s", pair.name,
                  pairs[-1].cost.decode_ms_per_token, pairs[-1].cost.extra["verifier_ms_per_token"],
                  pairs[-1].acceptance)

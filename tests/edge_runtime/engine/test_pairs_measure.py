@@ -21,6 +21,9 @@ def test_probe_pairs_measures_and_rewrites_the_manifest(bundle_copy, capsys):
         assert 0.0 <= p.acceptance <= 1.0 and p.cost.decode_ms_per_token > 0
         assert p.cost.extra["verifier_ms_per_token"] > 0 and p.extra["verify_slope"] >= 0
     assert m.pair("dense+int8").extra["draft_ratio"] > 0
+    for p in m.pairs:  # priced on the mix of prompt kinds, each kind's speedup kept
+        assert p.cost.extra["prompts"] == "grounded+open"
+        assert p.cost.extra["speedup_grounded"] > 0 and p.cost.extra["speedup_open"] > 0
     assert m.pair("dense+int8").acceptance > 0.5  # the int8 copy agrees with its parent
 
 
