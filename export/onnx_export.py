@@ -36,6 +36,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_runtime.engine.session import LOGITS_TO_KEEP
 from edge_runtime.errors import ExportError
 from export.load import SUPPORTED
 
@@ -258,9 +259,6 @@ def build(
     else:
         g.node("MatMul", [x, g.init("lm_head.weight", _np(head.weight).T)], ["logits"], "/lm_head/MatMul")
     return keep_logits(_model_proto(g, inputs, outputs, arch, storage))
-
-
-LOGITS_TO_KEEP = "logits_to_keep"
 
 
 def keep_logits(proto: onnx.ModelProto) -> onnx.ModelProto:

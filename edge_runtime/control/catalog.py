@@ -111,7 +111,7 @@ class VariantCatalog:
     decode_ms: np.ndarray  # [V] ms per generated token on the bundle's machine
     quality_easy: np.ndarray  # [V] r_easy, 0-1, dense = 1 (Q1/Q3)
     quality_hard: np.ndarray  # [V] r_hard ** HARD_EXPONENT, 0-1 (Q2/Q3/Q4)
-    allowed: np.ndarray  # [V] bool, False where the gate failed (in a tiered bundle: no tier cleared)
+    allowed: np.ndarray  # [A] bool (variants, then pairs), False where the gate failed (in a tiered bundle: no tier cleared)
     dense: int  # index of the reference variant
     quality_source: str  # "scores" or "perplexity"
     tier_masks: dict[str, np.ndarray] = field(default_factory=dict)  # tier -> [A] bool; empty: untiered
