@@ -3,10 +3,12 @@
 1. export: SmolLM2-135M-Instruct pruned (SparseGPT, structured), quantized, to ONNX
    (`edge-export`; with distillation after pruning: `--recipe recovered`; every method: `--recipe full`)
 2. evaluate and gate every variant on the task suite (`edge-eval`)
-3. train the budget controller and export its policy into the bundle (`edge-train`)
-4. replay resource profiles through the RL, rule and static controllers (`edge-sim`)
-5. serve real requests through `edge-serve` with the official OpenAI client
-6. a short completion from each variant through the embedded runtime
+3. learn which requests the cheaper variants lose: the difficulty model, scored on cases the
+   gate never sees (`python -m harness.difficulty`)
+4. train the budget controller and export its policy into the bundle (`edge-train`)
+5. replay resource profiles through the RL, rule and static controllers (`edge-sim`)
+6. serve real requests through `edge-serve` with the official OpenAI client
+7. a short completion from each variant through the embedded runtime
 
 Every stage runs the command a user would run and is skipped when its output is
 already in the bundle (`--fresh` redoes everything). Reports land in the bundle
@@ -94,8 +96,19 @@ def evaluate(bundle: Path, fresh: bool) -> None:
         print(f"  {v.name:>20}: {v.gate.status}{failed}")
 
 
+def difficulty(bundle: Path, fresh: bool) -> None:
+    stage("3. train the difficulty model (python -m harness.difficulty)")
+    m = manifest_of(bundle)
+    if m is not None and m.difficulty and not fresh:
+        print(f"the bundle has a difficulty model (AUC {m.difficulty.get('auc')}): reusing it")
+        return
+    entry = json.loads(run("harness.difficulty", "--bundle", str(bundle), capture=True))
+    print(f"  {entry['cases']} cases, {entry['hard_cases']} that {', '.join(entry['variants'][1:])} lose where "
+          f"{entry['variants'][0]} wins; cross-validated AUC {entry['auc']}")
+
+
 def train(bundle: Path, fresh: bool) -> None:
-    stage("3. train the budget controller (edge-train)")
+    stage("4. train the budget controller (edge-train)")
     m = manifest_of(bundle)
     if m is not None and m.controller.policy and not fresh:
         try:
@@ -109,7 +122,7 @@ def train(bundle: Path, fresh: bool) -> None:
 
 
 def simulate(bundle: Path) -> None:
-    stage("4. replay resource profiles (edge-sim)")
+    stage("5. replay resource profiles (edge-sim)")
     out = bundle / "sim"
     out.mkdir(exist_ok=True)
     m = B.read_manifest(bundle)
@@ -138,7 +151,7 @@ def free_port() -> int:
 
 
 def serve(bundle: Path) -> None:
-    stage("5. serve real requests (edge-serve + the OpenAI client)")
+    stage("6. serve real requests (edge-serve + the OpenAI client)")
     import httpx
     from openai import OpenAI
 
@@ -174,7 +187,7 @@ def serve(bundle: Path) -> None:
 
 
 def completions(bundle: Path) -> None:
-    stage("6. a completion from each variant (embedded runtime, greedy)")
+    stage("7. a completion from each variant (embedded runtime, greedy)")
     from edge_runtime.runtime import Runtime
 
     prompt = "The capital of France is"
@@ -194,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     export(args.bundle, args.recipe, args.fresh)
     evaluate(args.bundle, args.fresh)
+    difficulty(args.bundle, args.fresh)
     train(args.bundle, args.fresh)
     simulate(args.bundle)
     serve(args.bundle)

@@ -31,8 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bundle import DIFFICULTY_MODEL, read_manifest, write_manifest
+from edge_runtime.bundle import (
+    DIFFICULTY_MODEL,
+    Manifest,
+    atomic_write_text,
+    read_manifest,
+    write_manifest,
+)
 from edge_runtime.control.difficulty import FEATURES, FEATURES_VERSION, DifficultyModel, features
+from edge_runtime.control.tiers import tiered, variant_tiers
 from edge_runtime.errors import EdgeError, EvalError
 from harness.evaluate import OrtModel, open_bundle, reference_variant, stop_ids
 from harness.scoring import PromptFormat, score_case
@@ -60,6 +67,16 @@ def case_outcomes(bundle_dir: str | Path, suite: Suite, variants: Sequence[str],
         log.info("difficulty cases: %s right on %d of %d", name, sum(r["correct"][name] for r in rows), len(rows))
     return {"suite_version": suite.version, "features": list(FEATURES), "features_version": FEATURES_VERSION,
             "variants": list(variants), "cases": rows}
+
+
+def menu(manifest: Manifest, dense: str) -> list[str]:
+    """The cheaper variants a controller may choose: every one that clears some tier of a
+    tiered bundle (a `critical` variant runs when the battery is low, and loses requests
+    there), else every gated one."""
+    if tiered(manifest):
+        return [v.name for v, cleared in zip(manifest.variants, variant_tiers(manifest), strict=True)
+                if cleared and v.name != dense]
+    return [v.name for v in manifest.variants if v.passed and v.name != dense]
 
 
 def labels(outcomes: dict[str, Any], dense: str) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +155,8 @@ def train(bundle_dir: str | Path, outcomes: dict[str, Any], folds: int = 5, l2: 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.difficulty", description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, required=True, help="bundle directory (the model and manifest go here)")
-    ap.add_argument("--variants", help="comma-separated cheaper variants to compare with dense (default: every gated one)")
+    ap.add_argument("--variants", help="comma-separated cheaper variants to compare with dense (default: the controller's menu, "
+                         "every variant that clears a tier, else every gated one)")
     ap.add_argument("--cases", type=Path, default=CASES, help="case set (never the gate's suite)")
     ap.add_argument("--limit", type=int, default=None, help="first N cases only (smoke runs)")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
@@ -152,12 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             manifest = read_manifest(args.bundle)
             dense = reference_variant(manifest).name
-            cheaper = [v.strip() for v in args.variants.split(",")] if args.variants else \
-                [v.name for v in manifest.variants if v.passed and v.name != dense]
+            cheaper = [v.strip() for v in args.variants.split(",")] if args.variants else menu(manifest, dense)
             outcomes = case_outcomes(args.bundle, load_suite(args.cases), [dense, *cheaper], args.threads, args.limit)
             path = args.bundle / OUTCOMES
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(outcomes) + "\n", encoding="utf-8")
+            atomic_write_text(path, json.dumps(outcomes) + "\n")
         entry = train(args.bundle, outcomes, args.folds)
     except (EdgeError, OSError, json.JSONDecodeError) as e:
         print(f"harness.difficulty: error: {e}", file=sys.stderr)

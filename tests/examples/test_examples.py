@@ -7,11 +7,13 @@ import importlib.util
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge_runtime.bundle import read_manifest, write_manifest
 from edge_runtime.control import observation
 from edge_runtime.serve import cli as S
 
@@ -96,3 +98,17 @@ def test_demo_retrains_only_a_policy_the_runtime_refuses(tiny_bundle, tmp_path, 
     monkeypatch.setattr(demo, "run", lambda *cmd, **kw: calls.append(cmd) or "")
     demo.train(bundle, fresh=False)
     assert calls == ([("controller.cli", "--bundle", str(bundle))] if retrains else [])
+
+
+def test_demo_trains_the_difficulty_model_once(tiny_bundle, tmp_path, monkeypatch):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    demo, calls = load("demo"), []
+    entry = {"cases": 124, "hard_cases": 22, "variants": ["dense", "dense-int8"], "auc": 0.9}
+    monkeypatch.setattr(demo, "run", lambda *cmd, **kw: calls.append(cmd) or json.dumps(entry))
+    demo.difficulty(bundle, fresh=False)
+    assert calls == [("harness.difficulty", "--bundle", str(bundle))]
+    m = read_manifest(bundle)
+    write_manifest(bundle, replace(m, difficulty={"model": "controller/difficulty.npz", "auc": 0.9}))
+    demo.difficulty(bundle, fresh=False)
+    assert len(calls) == 1  # reused

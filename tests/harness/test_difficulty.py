@@ -99,3 +99,22 @@ def test_outcomes_on_a_real_bundle_and_the_command(bundle_copy, tmp_path, capsys
     path.write_text(json.dumps(_outcomes()))
     assert main(["--bundle", str(bundle_copy), "--outcomes", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == "controller/difficulty.npz"
+
+
+def test_menu_is_what_the_controller_may_choose(bundle_copy):
+    """Untiered: the gated cheaper variants. Tiered: every one that clears some tier, a
+    gate-failed variant offered only in `critical` included, and not one that clears none."""
+    from dataclasses import replace
+
+    from edge_runtime.bundle import Gate, write_manifest
+    from harness.difficulty import menu
+
+    m = read_manifest(bundle_copy)
+    assert menu(m, "dense") == ["dense-int8"]
+    critical, none = (replace(m.variants[1], name=n, gate=Gate("fail", ("common",), {"tiers": t}))
+                      for n, t in (("pruned-a", ["critical"]), ("pruned-b", [])))
+    tiered = replace(m, variants=(replace(m.variants[0], gate=Gate("pass", (), {"tiers": ["normal", "saver", "critical"]})),
+                                  replace(m.variants[1], gate=Gate("pass", (), {"tiers": ["normal"]})), critical, none),
+                     extra={**m.extra, "tiers": ["normal", "saver", "critical"]})
+    write_manifest(bundle_copy, tiered)
+    assert menu(read_manifest(bundle_copy), "dense") == ["dense-int8", "pruned-a"]
