@@ -110,6 +110,9 @@ def test_prompt_lookup_copies_what_followed_the_last_ngram():
     assert d.propose([5, 6, 7, 8, 1, 5, 6], 3, sampler) == ([7, 8, 1], None)
     assert d.propose([5, 6, 7, 9, 6], 2, sampler) == ([7, 9], None)  # unigram fallback
     assert d.propose([1, 2, 3], 3, sampler) == ([], None)
+    # several occurrences: copy what followed the first (the prompt's text, not the output's
+    # own partial quote of it)
+    assert d.propose([5, 6, 7, 8, 0, 5, 6, 9, 0, 5, 6], 2, sampler) == ([7, 8], None)
 
 
 def test_adaptive_k_grows_with_acceptance_and_falls_to_plain():
