@@ -20,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge_runtime.engine.providers import resolve as resolve_providers
+from edge_runtime.engine.residency import release_weight_pages
 from edge_runtime.errors import VariantError
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class VariantSession:
             finally:
                 if tmp is not None:  # the session holds what it needs (prepacked or mapped: unlinked files stay mapped)
                     tmp.cleanup()
+            release_weight_pages(self.path)  # what the prepacking read stays mapped, not resident
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise VariantError(
                 f"onnxruntime cannot load {str(self.path)!r} ({type(e).__name__}: {str(e)[:300]}); "

@@ -1,0 +1,75 @@
+"""Give back the pages of a variant's weight file that the session no longer reads.
+
+onnxruntime maps external weights from the variant's `model.onnx.data` and, while it loads
+the session, prepacks most of them into its own buffers. Every page it read to do so stays
+resident, and counted in the process's RSS, as long as the mapping lives, which is the
+session's life for a tensor with another reader. The tied token embedding of the default
+model is that case: the lm_head prepacks it (113 MB of fp32 read end to end) and the token
+lookup keeps it mapped, so dense held the weight twice, once packed and once as file pages
+(peak RSS 714 MB against llama.cpp F32's 590; `benchmarks/peers.py`).
+
+`release_weight_pages` tells the kernel, after the load, that those pages are not needed
+(madvise MADV_DONTNEED): they leave the RSS and the page cache keeps them, so the rows the
+token lookup reads later come back one page at a time, at the cost of a minor fault. It is
+safe only where the pages still equal the file, so a mapping any page of which was written
+is left alone (`weight_mappings`). Linux only; anywhere else, and on any failure, it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MADV_DONTNEED = 4  # Linux: drop the pages; a file mapping refaults them from the file
+
+
+def weight_mappings(files: set[str], smaps: str) -> list[tuple[int, int]]:
+    """(start, end) of the mappings of `files` (resolved paths) in a /proc/PID/smaps text
+    whose every resident page still equals the file: no page written (`Anonymous: 0 kB`).
+
+    onnxruntime maps weight files private and writable (copy on write); a page it had
+    written would be anonymous, and dropping it would bring back the file's bytes, so a
+    mapping with any such page is left alone.
+    """
+    out: list[tuple[int, int]] = []
+    current: tuple[int, int] | None = None
+    for line in smaps.splitlines():
+        head = line.split(maxsplit=5)
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):  # a mapping's header
+            current = None
+            if len(head) == 6 and head[5].strip() in files:
+                start, end = (int(x, 16) for x in head[0].split("-"))
+                current = (start, end)
+        elif current is not None and line.startswith("Anonymous:"):
+            if int(line.split()[1]) == 0:
+                out.append(current)
+            current = None
+    return out
+
+
+def release_weight_pages(model: str | Path) -> int:
+    """Drop the resident pages of `model`'s external-data files (every file beside it); the
+    bytes of mappings advised (0 where nothing was mapped, or off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        folder = Path(model).resolve().parent
+        files = {str(p.resolve()) for p in folder.iterdir() if p.is_file()}
+        with open("/proc/self/smaps", encoding="utf-8") as f:
+            ranges = weight_mappings(files, f.read())
+        if not ranges:
+            return 0
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        released = 0
+        for start, end in ranges:
+            if libc.madvise(start, end - start, MADV_DONTNEED) == 0:
+                released += end - start
+        return released
+    except (OSError, AttributeError, ValueError) as e:  # no /proc, no libc symbol: keep the pages
+        log.debug("%s: weight pages kept resident (%s)", model, e)
+        return 0
