@@ -12,7 +12,9 @@ lookup keeps it mapped, so dense held the weight twice, once packed and once as 
 (madvise MADV_DONTNEED): they leave the RSS and the page cache keeps them, so the rows the
 token lookup reads later come back one page at a time, at the cost of a minor fault. It is
 safe only where the pages still equal the file, so a mapping any page of which was written
-is left alone (`weight_mappings`). Linux only; anywhere else, and on any failure, it does nothing.
+is left alone (`weight_mappings`), and useful only where the file is on a disk: a masked
+variant's expanded weights in a temporary folder on tmpfs are memory either way, so they
+are left resident rather than hidden from the RSS. Linux only; anywhere else, and on any failure, it does nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,27 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MADV_DONTNEED = 4  # Linux: drop the pages; a file mapping refaults them from the file
+
+
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})  # a file here is memory: dropping its mapped pages frees none
+
+
+def filesystem(path: Path, mountinfo: str | None = None) -> str:
+    """The type of the filesystem `path` lies on, from /proc/self/mountinfo ("" if unknown)."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            mountinfo = f.read()
+    best, kind = "", ""
+    for line in mountinfo.splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not rest:
+            continue
+        point = parts[4].replace("\\040", " ")
+        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, rest.split()[0]
+    return kind
 
 
 def weight_mappings(files: set[str], smaps: str) -> list[tuple[int, int]]:
@@ -58,6 +81,8 @@ def release_weight_pages(model: str | Path) -> int:
         return 0
     try:
         folder = Path(model).resolve().parent
+        if filesystem(folder) in MEMORY_FILESYSTEMS:  # the pages would stay in memory, only out of the RSS
+            return 0
         files = {str(p.resolve()) for p in folder.iterdir() if p.is_file()}
         with open("/proc/self/smaps", encoding="utf-8") as f:
             ranges = weight_mappings(files, f.read())

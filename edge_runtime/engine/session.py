@@ -76,10 +76,10 @@ class VariantSession:
             model, tmp = (str(self.path), None) if storage == "dense" else _expand_masked(self.path, so)
             try:
                 self.session = ort.InferenceSession(model, so, providers=wanted, provider_options=options)
+                release_weight_pages(model)  # what the prepacking read stays mapped, not resident
             finally:
                 if tmp is not None:  # the session holds what it needs (prepacked or mapped: unlinked files stay mapped)
                     tmp.cleanup()
-            release_weight_pages(self.path)  # what the prepacking read stays mapped, not resident
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise VariantError(
                 f"onnxruntime cannot load {str(self.path)!r} ({type(e).__name__}: {str(e)[:300]}); "

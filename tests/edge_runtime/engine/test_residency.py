@@ -58,3 +58,21 @@ def _resident_kb(model) -> int:
         elif inside and line.startswith("Rss:"):
             total += int(line.split()[1])
     return total
+
+
+MOUNTINFO = """\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 22 0:26 / /tmp rw,nosuid shared:5 - tmpfs tmpfs rw,size=4096k
+31 22 0:27 / /media/my\\040disk rw - vfat /dev/sdb1 rw
+"""
+
+
+def test_filesystem_of_a_path_is_its_longest_mount():
+    from pathlib import Path
+
+    from edge_runtime.engine.residency import MEMORY_FILESYSTEMS, filesystem
+
+    assert filesystem(Path("/work/bundles/x"), MOUNTINFO) == "ext4"
+    assert filesystem(Path("/tmp/edge-expanded-1"), MOUNTINFO) in MEMORY_FILESYSTEMS
+    assert filesystem(Path("/tmpfoo"), MOUNTINFO) == "ext4"
+    assert filesystem(Path("/media/my disk/b"), MOUNTINFO) == "vfat"
