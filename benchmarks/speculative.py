@@ -65,6 +65,9 @@ class AlwaysWrong:
     def prefill(self, prompt: Any) -> None:
         self.inner.prefill(prompt)
 
+    def evidence(self, seq: Any) -> int:
+        return 0
+
     def propose(self, seq: Any, k: int, sampler: Sampler) -> tuple[list[int], None]:
         dec = self.inner.decoder
         logits = dec.prefill(list(seq[dec.length :]))  # one pass: cheaper than a real drafter's k

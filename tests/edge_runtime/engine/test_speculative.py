@@ -57,6 +57,9 @@ class ModelBacked:
     def prefill(self, prompt):
         pass  # caught up by the first proposal
 
+    def evidence(self, seq):
+        return 0
+
     def keep(self, length):
         self.dec.rollback(min(self.dec.length, length))
 
@@ -113,6 +116,24 @@ def test_prompt_lookup_copies_what_followed_the_last_ngram():
     # several occurrences: copy what followed the first (the prompt's text, not the output's
     # own partial quote of it)
     assert d.propose([5, 6, 7, 8, 0, 5, 6, 9, 0, 5, 6], 2, sampler) == ([7, 8], None)
+
+
+def test_prompt_lookup_reports_the_match_its_draft_copies_after():
+    d = PromptLookupDrafter()
+    sampler = Sampler(SamplingParams())
+    seq = [5, 6, 7, 8, 0, 5, 6, 7]
+    assert d.evidence(seq) == 3 and d.propose(seq, 2, sampler) == ([8, 0], None)
+    assert d.evidence([5, 6, 7, 9, 6]) == 1 and d.evidence([1, 2, 3]) == 0
+    assert d.propose([1, 2, 1], 2, sampler) == ([2, 1], None)  # without `evidence` first: searched afresh
+
+
+def test_adaptive_k_learns_each_kind_of_draft_apart():
+    k = AdaptiveK(KPolicy(k_max=6, k_start=2, draft_ratio=0.0, verify_slope=0.1, probe_every=4, probe_max=16))
+    for _ in range(10):
+        k.update(k.next_k(3), k.next_k(3), evidence=3)  # 3-token matches: always kept
+        k.update(k.next_k(1), 0, evidence=1)  # 1-token matches: never
+    assert k.next_k(3) == 6 and k.next_k(1) == 0
+    assert k.k == 2 and k.alpha is None  # the plain kind (a model drafter's) saw nothing
 
 
 def test_adaptive_k_grows_with_acceptance_and_falls_to_plain():
