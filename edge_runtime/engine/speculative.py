@@ -118,6 +118,10 @@ class AdaptiveK:
     def __init__(self, policy: KPolicy) -> None:
         self.policy = policy
         self._states: dict[int, _KState] = {}
+        # a drafter whose tokens cost more than even perfect acceptance saves (one about as slow
+        # as its verifier) gets its first verification, which measures its acceptance, and no
+        # probe once k has fallen to 0
+        self.pays = self.best_k(1.0) > 0
 
     def _state(self, evidence: int) -> _KState:
         st = self._states.get(evidence)
@@ -144,7 +148,7 @@ class AdaptiveK:
     def next_k(self, evidence: int = 0) -> int:
         """k for the next verification of drafts of this kind (0: decode one token plainly)."""
         st = self._state(evidence)
-        if st.k == 0:
+        if st.k == 0 and self.pays:
             st.plain += 1
             if st.plain >= st.wait:
                 st.plain = 0

@@ -136,6 +136,14 @@ def test_adaptive_k_learns_each_kind_of_draft_apart():
     assert k.k == 2 and k.alpha is None  # the plain kind (a model drafter's) saw nothing
 
 
+def test_a_drafter_slower_than_its_verifier_is_never_asked():
+    k = AdaptiveK(KPolicy(k_max=6, k_start=3, draft_ratio=1.2, verify_slope=0.1, probe_every=4, probe_max=16))
+    assert not k.pays and k.next_k() == 3  # one verification, to measure its acceptance
+    k.update(3, 3)  # even all kept does not pay for it
+    assert {k.next_k() for _ in range(100)} == {0}  # then no draft, and no probe
+    assert AdaptiveK(KPolicy(draft_ratio=0.5)).pays
+
+
 def test_adaptive_k_grows_with_acceptance_and_falls_to_plain():
     k = AdaptiveK(KPolicy(k_max=6, k_start=2, draft_ratio=0.1, verify_slope=0.1, probe_every=4, probe_max=16))
     for _ in range(10):
