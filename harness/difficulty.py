@@ -172,9 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             dense = reference_variant(manifest).name
             cheaper = [v.strip() for v in args.variants.split(",")] if args.variants else menu(manifest, dense)
             outcomes = case_outcomes(args.bundle, load_suite(args.cases), [dense, *cheaper], args.threads, args.limit)
-            path = args.bundle / OUTCOMES
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, json.dumps(outcomes) + "\n")
+            atomic_write_text(args.bundle / OUTCOMES, json.dumps(outcomes) + "\n")  # makes eval/ if needed
         entry = train(args.bundle, outcomes, args.folds)
     except (EdgeError, OSError, json.JSONDecodeError) as e:
         print(f"harness.difficulty: error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,24 @@ def filesystem(path: Path, mountinfo: str | None = None) -> str:
     return kind
 
 
+def mappings(smaps: str) -> Iterator[tuple[int, int, str, dict[str, int]]]:
+    """(start, end, path, {field: kB}) of each mapping in a /proc/PID/smaps text ("" for an
+    anonymous one)."""
+    current: tuple[int, int, str, dict[str, int]] | None = None
+    for line in smaps.splitlines():
+        head = line.split(maxsplit=5)
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):  # a mapping's header
+            if current is not None:
+                yield current
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            current = (start, end, head[5].strip() if len(head) == 6 else "", {})
+        elif current is not None and line.endswith(" kB"):
+            key, _, value = line.partition(":")
+            current[3][key] = int(value.split()[0])
+    if current is not None:
+        yield current
+
+
 def weight_mappings(files: set[str], smaps: str) -> list[tuple[int, int]]:
     """(start, end) of the mappings of `files` (resolved paths) in a /proc/PID/smaps text
     whose every resident page still equals the file: no page written (`Anonymous: 0 kB`).
@@ -58,20 +77,7 @@ def weight_mappings(files: set[str], smaps: str) -> list[tuple[int, int]]:
     written would be anonymous, and dropping it would bring back the file's bytes, so a
     mapping with any such page is left alone.
     """
-    out: list[tuple[int, int]] = []
-    current: tuple[int, int] | None = None
-    for line in smaps.splitlines():
-        head = line.split(maxsplit=5)
-        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):  # a mapping's header
-            current = None
-            if len(head) == 6 and head[5].strip() in files:
-                start, end = (int(x, 16) for x in head[0].split("-"))
-                current = (start, end)
-        elif current is not None and line.startswith("Anonymous:"):
-            if int(line.split()[1]) == 0:
-                out.append(current)
-            current = None
-    return out
+    return [(start, end) for start, end, path, kb in mappings(smaps) if path in files and kb.get("Anonymous") == 0]
 
 
 def release_weight_pages(model: str | Path) -> int:

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from edge_runtime.engine.residency import release_weight_pages, weight_mappings
+from edge_runtime.engine.residency import mappings, release_weight_pages, weight_mappings
 
 SMAPS = """\
 7f0000000000-7f0000200000 rw-p 00000000 fe:00 11   /b/v/model.onnx.data
@@ -48,16 +48,10 @@ def test_a_session_over_released_pages_computes_the_same(tiny_bundle):
 
 
 def _resident_kb(model) -> int:
-    """Resident kB of the unwritten mappings of the variant's data file, from /proc/self/smaps."""
+    """Resident kB of the mappings of the variant's data file, from /proc/self/smaps."""
     data = str((model.parent / "model.onnx.data").resolve())
-    total, inside = 0, False
-    for line in open("/proc/self/smaps", encoding="utf-8"):
-        head = line.split(maxsplit=5)
-        if head and "-" in head[0] and not head[0].endswith(":"):
-            inside = len(head) == 6 and head[5].strip() == data
-        elif inside and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
+    with open("/proc/self/smaps", encoding="utf-8") as f:
+        return sum(kb.get("Rss", 0) for _, _, path, kb in mappings(f.read()) if path == data)
 
 
 MOUNTINFO = """\
