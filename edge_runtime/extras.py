@@ -20,7 +20,8 @@ DISTRIBUTION = "edge-sparsity-runtime"
 # extra -> (distribution name, import name) of each package it adds.
 EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
     "plot": (("matplotlib", "matplotlib"),),
-    "eval": (("matplotlib", "matplotlib"), ("tqdm", "tqdm")),
+    "eval": (("matplotlib", "matplotlib"), ("tqdm", "tqdm"), ("tokenizers", "tokenizers")),
+    "tokenizers": (("tokenizers", "tokenizers"),),
     "export": (("torch", "torch"), ("transformers", "transformers"), ("gguf", "gguf"),
                ("accelerate", "accelerate"), ("onnx", "onnx"), ("safetensors", "safetensors"),
                ("tqdm", "tqdm")),

@@ -86,7 +86,7 @@ class Runtime(Worker):
         self.max_prompt_tokens = min(config.max_prompt_tokens or self.context_length - 1, self.context_length - 1)
         self.intake = Intake(tokenizer, manifest.model.vocab_size, self.context_length, self.max_prompt_tokens,
                              config.default_max_tokens, config.default_deadline_s)
-        self.grammars = Grammars(tokenizer.tokenizer.to_str, manifest.model.vocab_size, sorted(tokenizer.eos_token_ids))
+        self.grammars = Grammars(tokenizer.json, manifest.model.vocab_size, sorted(tokenizer.eos_token_ids))
         self._service_s = 1.0  # EWMA of a request's service time, for Retry-After
         self.queue = RequestQueue(config.max_queue, retry_after=self._retry_after)
         self._ids = itertools.count(1)

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from edge_runtime.engine.session import VariantSession
 from edge_runtime.errors import EvalError
@@ -37,6 +37,9 @@ from harness.scoring import (
     stopped,
 )
 from harness.suite import Case
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer  # the `[eval]` extra; imported where a bundle is opened
 
 
 @dataclass

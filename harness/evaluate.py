@@ -19,10 +19,9 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from edge_runtime.bundle import Gate, Manifest, Quality, Variant, read_manifest, write_manifest
 from edge_runtime.errors import BundleError, EdgeError, EvalError, VariantError
@@ -41,6 +40,9 @@ from harness.scoring import (
 )
 from harness.suite import SLICES, Suite
 from harness.text import heldout_text, heldout_windows, token_windows
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer  # the `[eval]` extra; imported where a bundle is opened
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +213,8 @@ def open_bundle(bundle_dir: str | Path) -> tuple[Manifest, Tokenizer]:
     path = Path(bundle_dir) / manifest.tokenizer
     if not path.is_file():
         raise BundleError(f"bundle {str(bundle_dir)!r} is missing {manifest.tokenizer!r}; re-export the bundle with edge-export")
+    from tokenizers import Tokenizer
+
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:

@@ -20,14 +20,16 @@ import math
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from edge_runtime.errors import EvalError
 from edge_runtime.shadow.checks import json_object, list_items, normalize
 from harness.suite import SLICES, Case
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer  # the `[eval]` extra; imported where a bundle is opened
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from edge_runtime.errors import ExportError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer  # the `[eval]` extra; imported where a bundle is opened
 
 DATA = Path(__file__).parent / "data"
 

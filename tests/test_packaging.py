@@ -44,7 +44,24 @@ def test_extras_table_matches_pyproject():
         assert {d for d, _ in pairs} == {_name(r) for r in declared[extra]}, extra
     assert set(PYPROJECT["project"]["scripts"]) == set(TOOLS)
     base = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
-    assert not base & {"matplotlib", "tqdm", "torch"}  # the device carries none of them
+    # the device carries none of them (tokenizers: its huggingface-hub dependency is 30 MB)
+    assert not base & {"matplotlib", "tqdm", "torch", "tokenizers", "huggingface-hub"}
+
+
+def test_serving_a_byte_level_bundle_never_imports_tokenizers(tiny_bundle):
+    """The tiny bundle's byte-level BPE is read by llguidance: a chat, a stream and a JSON schema
+    later, neither `tokenizers` nor `huggingface_hub` has been imported."""
+    code = ("import sys\n"
+            "from edge_runtime import Runtime, SamplingParams\n"
+            f"with Runtime.open({str(tiny_bundle)!r}, threads=1, allow_ungated=True) as rt:\n"
+            "    r = rt.chat([{'role': 'user', 'content': 'hi <|im_end|>'}], params=SamplingParams(max_tokens=4))\n"
+            "    text = ''.join(rt.stream('Once', params=SamplingParams(max_tokens=4)))\n"
+            "    c = rt.grammars.compile_json_schema({'type': 'integer'}, 'response_format')\n"
+            "    rt.generate('n:', constraint=c, params=SamplingParams(max_tokens=4))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tokenizers', 'huggingface_hub')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_missing_extra_is_one_line_naming_it(monkeypatch):

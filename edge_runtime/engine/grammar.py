@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -49,12 +49,12 @@ class Grammars:
     """Compiles grammars against one tokenizer (llguidance's view of it is built once, lazily).
 
     Args:
-        tokenizer_json: the bundle's tokenizer.json as text (called once, when first needed).
+        tokenizer_json: the bundle's tokenizer.json as text (read into llguidance when first needed).
         vocab_size: the model's vocabulary (the logits' length; may exceed the tokenizer's).
         eos_token_ids: the tokens that end a sequence (allowed once the grammar accepts).
     """
 
-    def __init__(self, tokenizer_json: Callable[[], str], vocab_size: int, eos_token_ids: Sequence[int]) -> None:
+    def __init__(self, tokenizer_json: str, vocab_size: int, eos_token_ids: Sequence[int]) -> None:
         self._json = tokenizer_json
         self.vocab_size = vocab_size
         self.eos_token_ids = sorted(int(i) for i in eos_token_ids)
@@ -67,7 +67,7 @@ class Grammars:
             if self._tok is None:
                 import llguidance
 
-                self._tok = llguidance.LLTokenizer(self._json(), n_vocab=self.vocab_size,
+                self._tok = llguidance.LLTokenizer(self._json, n_vocab=self.vocab_size,
                                                    eos_token=self.eos_token_ids or None)
             return self._tok
 

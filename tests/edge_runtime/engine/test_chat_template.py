@@ -53,7 +53,7 @@ def both(tiny_bundle):
     """(ours, transformers') for the tiny bundle's tokenizer."""
     transformers = pytest.importorskip("transformers")
     ours = Tokenizer.from_bundle(tiny_bundle, read_manifest(tiny_bundle))
-    eos = ours.tokenizer.id_to_token(min(ours.eos_token_ids))
+    eos = ours.codec.id_to_token(min(ours.eos_token_ids))
     hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tiny_bundle / "tokenizer.json"), eos_token=eos)
     return ours, hf
 
@@ -64,7 +64,7 @@ def both(tiny_bundle):
 def test_renders_as_transformers(both, name, add_generation_prompt, tools):
     ours, hf = both
     template = TEMPLATES[name]
-    mine = Tokenizer(ours.tokenizer, template, ours.bos_token_id, sorted(ours.eos_token_ids))
+    mine = Tokenizer(ours.json, template, ours.bos_token_id, sorted(ours.eos_token_ids))
     got = mine.render_chat(MESSAGES, add_generation_prompt=add_generation_prompt, tools=tools)
     want = hf.apply_chat_template(MESSAGES, tools=tools, chat_template=template, tokenize=False,
                                   add_generation_prompt=add_generation_prompt)
@@ -74,6 +74,6 @@ def test_renders_as_transformers(both, name, add_generation_prompt, tools):
 
 def test_tojson_keeps_non_ascii(both):
     ours, _ = both
-    mine = Tokenizer(ours.tokenizer, TEMPLATES["tojson_non_ascii"], None, sorted(ours.eos_token_ids))
+    mine = Tokenizer(ours.json, TEMPLATES["tojson_non_ascii"], None, sorted(ours.eos_token_ids))
     text = mine.render_chat(MESSAGES)
     assert "日本語" in text and "\\u" not in text and "&amp;" not in text

@@ -41,7 +41,7 @@ class ScriptedDecoder:
 
 
 def run(tok, text, eos=False, **params):
-    script = tok.encode(text, add_special_tokens=False) + ([tok.tokenizer.token_to_id("<|im_end|>")] if eos else [])
+    script = tok.encode(text, add_special_tokens=False) + ([tok.token_id("<|im_end|>")] if eos else [])
     dec = ScriptedDecoder(script, tok.vocab_size)
     gen = Generation(dec, tok, [1, 2, 3], SamplingParams(**{"max_tokens": 200, **params}))
     deltas = list(gen)

@@ -17,14 +17,14 @@ def tok(tiny_bundle):
 def test_round_trip_and_eos(tok):
     ids = tok.encode("héllo wörld")
     assert tok.decode(ids) == "héllo wörld"
-    assert tok.eos_token_ids == {tok.tokenizer.token_to_id("<|im_end|>"), 0}
+    assert tok.eos_token_ids == {tok.token_id("<|im_end|>"), 0}
 
 
 def test_chat_template_renders_special_tokens(tok):
     text = tok.render_chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
     assert text == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     ids = tok.encode_chat([{"role": "user", "content": "Hi"}])
-    assert ids[0] == tok.tokenizer.token_to_id("<|im_start|>")  # one special token, not its characters
+    assert ids[0] == tok.token_id("<|im_start|>")  # one special token, not its characters
 
 
 def test_content_parts_and_bad_messages(tok):
@@ -41,19 +41,19 @@ def test_content_parts_and_bad_messages(tok):
 
 
 def test_fallback_template_and_template_errors(tok, caplog):
-    plain = Tokenizer(tok.tokenizer, None)
+    plain = Tokenizer(tok.json, None)
     assert "no chat template" in caplog.text
     assert plain.render_chat([{"role": "user", "content": "Hi"}]) == "user: Hi\nassistant:"
-    strict = Tokenizer(tok.tokenizer, "{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}"
+    strict = Tokenizer(tok.json, "{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}"
                                       "{% endif %}{{ messages[0]['content'] }}")
     with pytest.raises(RequestError, match="refused the messages: user first"):
         strict.render_chat([{"role": "system", "content": "x"}])
     with pytest.raises(BundleError, match="chat template does not compile"):
-        Tokenizer(tok.tokenizer, "{% for %}")
+        Tokenizer(tok.json, "{% for %}")
 
 
 def test_sandbox_blocks_attribute_escapes(tok):
-    evil = Tokenizer(tok.tokenizer, "{{ messages.__class__.__mro__ }}")
+    evil = Tokenizer(tok.json, "{{ messages.__class__.__mro__ }}")
     with pytest.raises(RequestError, match="cannot render"):
         evil.render_chat([{"role": "user", "content": "x"}])
 
@@ -75,7 +75,7 @@ def test_stream_decoder_long_sequences_stay_exact(tok):
 
 
 def test_special_token_text_in_contents_is_plain_text(tok):
-    im_start, im_end = (tok.tokenizer.token_to_id(t) for t in ("<|im_start|>", "<|im_end|>"))
+    im_start, im_end = (tok.token_id(t) for t in ("<|im_start|>", "<|im_end|>"))
     honest = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  Hi there, how are you?"},
               {"role": "assistant", "content": "\nFine. "}, {"role": "user", "content": ""}]
     # ordinary messages: the same ids as encoding the whole rendered prompt (merges across the
@@ -102,7 +102,7 @@ def test_contents_merge_with_the_markup_like_a_whole_prompt_would(tok):
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|im_start|>", "<|im_end|>"], show_progress=False)
     bpe.train_from_iterator(["user\n  indented\n  lines\n   more", "assistant\n  and\n  so\n  on"] * 50, trainer)
-    merged = Tokenizer(bpe, tok.chat_template)
+    merged = Tokenizer(bpe.to_str(), tok.chat_template)
     msgs = [{"role": "user", "content": "  indented"}, {"role": "assistant", "content": "  and so on"}]
     assert bpe.encode("\n  ").ids != bpe.encode("\n").ids + bpe.encode("  ").ids  # the seam would show
     assert merged.encode_chat(msgs) == merged.encode(merged.render_chat(msgs), add_special_tokens=False)
