@@ -46,6 +46,7 @@ from edge_runtime.control.signals import SOURCES, LatencyTracker, SignalSource, 
 from edge_runtime.control.tiers import TIERS, select_tier, tier_mask, tier_warning, tiered
 from edge_runtime.engine.grammar import Constraint, Grammars
 from edge_runtime.engine.pool import VariantPool
+from edge_runtime.engine.residency import trim_heap
 from edge_runtime.engine.sampling import SamplingParams
 from edge_runtime.engine.tokenizer import Tokenizer
 from edge_runtime.errors import (
@@ -133,6 +134,7 @@ class Runtime(Worker):
             manifest = read_manifest(root)
             check_files(root, manifest)
         tokenizer = Tokenizer.from_bundle(root, manifest)
+        trim_heap()  # what parsing tokenizer.json freed, before the variants load
         metrics = Metrics()
         pool = VariantPool(root, manifest, threads=config.threads,
                            providers=list(config.providers) if config.providers else None,

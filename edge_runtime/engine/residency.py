@@ -104,3 +104,20 @@ def release_weight_pages(model: str | Path) -> int:
     except (OSError, AttributeError, ValueError) as e:  # no /proc, no libc symbol: keep the pages
         log.debug("%s: weight pages kept resident (%s)", model, e)
         return 0
+
+
+def trim_heap() -> bool:
+    """Give the C heap's free memory back to the system (glibc's malloc_trim); True if done.
+
+    A heap keeps what a burst of allocations freed: a masked variant's expansion (numpy
+    temporaries the size of a weight, which glibc serves from the heap once its mmap
+    threshold has risen past them) left 20 MB there, the tokenizer's load about 38 MB.
+    Later allocations would reuse it, but until then it counts in the RSS, and a process
+    that loads a variant next peaks higher by as much. glibc only; elsewhere it does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):  # musl and other libcs have no malloc_trim
+        return False

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import onnxruntime as ort
 
+from edge_runtime.engine import expand
 from edge_runtime.engine.providers import resolve as resolve_providers
-from edge_runtime.engine.residency import release_weight_pages
+from edge_runtime.engine.residency import release_weight_pages, trim_heap
 from edge_runtime.errors import VariantError
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,8 @@ class VariantSession:
         threads: intra-op threads (default: all cores this process may use).
         providers: execution provider entries in order of preference, with options
             (`edge_runtime.engine.providers`; default: CUDA when available, else CPU).
-        storage: the manifest's `storage` of the variant ("dense" skips the masked-weight check).
+        storage: the manifest's `storage` of the variant ("dense" skips the masked-weight check; "masked"
+            expands the weights in a child process; None checks the graph here).
         spin: let idle intra-op threads spin (None: onnxruntime's default, which spins).
     """
 
@@ -73,13 +76,18 @@ class VariantSession:
         try:
             # The manifest's `storage` says whether the graph is masked; only then is the
             # `onnx` package needed (and it stays optional on the device: see _expand_masked).
-            model, tmp = (str(self.path), None) if storage == "dense" else _expand_masked(self.path, so)
+            model, tmp = (str(self.path), None) if storage == "dense" else \
+                _expand_masked(self.path, child=storage == "masked")
+            if tmp is not None:
+                trim_heap()  # an expansion's temporaries, before the session's own peak
             try:
                 self.session = ort.InferenceSession(model, so, providers=wanted, provider_options=options)
                 release_weight_pages(model)  # what the prepacking read stays mapped, not resident
             finally:
                 if tmp is not None:  # the session holds what it needs (prepacked or mapped: unlinked files stay mapped)
                     tmp.cleanup()
+        except VariantError:
+            raise
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise VariantError(
                 f"onnxruntime cannot load {str(self.path)!r} ({type(e).__name__}: {str(e)[:300]}); "
@@ -300,87 +308,39 @@ class Decoder:
             ) from e
 
 
-def _expand_masked(path: Path, so: ort.SessionOptions) -> tuple[str, tempfile.TemporaryDirectory[str] | None]:
-    """The model to open, with masked weights expanded here instead of by ORT.
+def _expand_masked(path: Path, child: bool) -> tuple[str, tempfile.TemporaryDirectory[str] | None]:
+    """The model to open: `path`, or a masked graph's dense copy in a temporary folder to
+    remove once the session exists (edge_runtime/engine/expand.py). `child`: expand in a
+    child process, so that its imports and temporaries stay out of this one (for a graph
+    known to be masked; a check of an unknown graph is cheaper here).
 
-    Masked-storage graphs (export/onnx_export.py) carry a subgraph per pruned weight
-    that expands non-zero values + bitmask into the dense weight; any ORT program can
-    load them, and ORT's constant folding does the expansion at load. Folding keeps every
-    intermediate alive until it finishes (2.7 GB peak for SmolLM2-135M at 50%), so this
-    runtime expands each weight in numpy instead, one at a time, into a temporary
-    external-data file beside a copy of the graph without the subgraphs, and opens that
-    like a dense variant: ORT maps the file, prepacks the weights into its own buffers and
-    lets the mapping go, so a masked variant takes the memory of its dense twin (an
-    in-memory file instead was copied by ORT while the expanded copy was alive: about
-    1.3x dense at peak). Returns the model's path and the temporary directory to remove
-    once the session exists; dense-storage graphs come back as their path and None.
+    Raises:
+        VariantError: the expansion failed (its message says why).
     """
+    tmp = tempfile.TemporaryDirectory(prefix="edge-expanded-")
+    package_root = str(Path(__file__).resolve().parents[2])  # edge_runtime's folder, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
     try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError:  # a device install without the `onnx` package: ORT's constant folding expands
+        if not child or not sys.executable:  # (an embedded interpreter may have no python to run)
+            done = expand.expand(path, Path(tmp.name))
+        else:
+            child = subprocess.run([sys.executable, "-m", "edge_runtime.engine.expand", str(path), tmp.name],
+                                   capture_output=True, text=True, env=env, check=False)
+            if child.returncode != 0:
+                lines = child.stderr.strip().splitlines() or [f"exit status {child.returncode}"]
+                raise VariantError(f"cannot expand the masked weights of {str(path)!r} ({lines[-1]}); "
+                                   "re-export the variant")
+            done = child.stdout.strip()
+    except BaseException:
+        tmp.cleanup()
+        raise
+    if done == expand.EXPANDED_DONE:
+        return str(Path(tmp.name) / "model.onnx"), tmp
+    tmp.cleanup()
+    if done == expand.NO_ONNX:
         log.info("the onnx package is not installed: %s is opened as is (masked weights, if any, "
                  "are expanded by onnxruntime at a higher peak memory)", path)
-        return str(path), None
-
-    head = onnx.load(str(path), load_external_data=False)
-    meta = {p.key: p.value for p in head.metadata_props}
-    if meta.get("storage") != "masked":
-        return str(path), None
-    inits = {t.name: t for t in head.graph.initializer}
-    nodes = {n.name: n for n in head.graph.node}
-
-    def array(name: str) -> np.ndarray:
-        t = inits[name]
-        if t.data_location != onnx.TensorProto.EXTERNAL:
-            return numpy_helper.to_array(t)
-        ext = {e.key: e.value for e in t.external_data}
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
-        raw = np.fromfile(path.parent / ext["location"], dtype=np.uint8, count=int(ext["length"]),
-                          offset=int(ext.get("offset", 0)))
-        return raw.view(dtype).reshape(tuple(t.dims))
-
-    weights = [n.output[0] for n in head.graph.node if n.name.endswith("/expand/ReshapeOut")]
-    dropped = {f"{w}.{part}" for w in weights for part in ("values", "bitmask")}
-    kept = [t for t in head.graph.initializer if t.name not in dropped]
-    tmp = tempfile.TemporaryDirectory(prefix="edge-expanded-")
-    placeholders, offset = [], 0
-
-    def write(f: BinaryIO, name: str, shape: tuple[int, ...], data: np.ndarray) -> None:
-        nonlocal offset
-        f.write(data.tobytes())
-        t = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(data.dtype), dims=shape)
-        t.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", _EXPANDED), ("offset", str(offset)), ("length", str(data.nbytes))):
-            t.external_data.add(key=key, value=value)
-        placeholders.append(t)
-        offset += data.nbytes
-
-    # One file holds everything external (ORT refuses external data outside the model's
-    # folder, links included): the expanded weights, then the variant's other external tensors.
-    with open(Path(tmp.name) / _EXPANDED, "wb") as f:
-        for w in weights:
-            shape = tuple(int(x) for x in numpy_helper.to_array(inits[nodes[f"{w}/expand/ReshapeOut"].input[1]]))
-            size = int(np.prod(shape))
-            mask = np.unpackbits(array(f"{w}.bitmask"), bitorder="little", count=size).astype(bool)
-            values = array(f"{w}.values")
-            dense = np.zeros(size, values.dtype)  # float32, or float16 graphs' half precision
-            dense[mask] = values[1:]  # values[0] is the padding zero
-            write(f, w, shape, dense)
-        for t in kept:
-            if t.data_location == onnx.TensorProto.EXTERNAL:
-                write(f, t.name, tuple(t.dims), array(t.name))
-    inline = [t for t in kept if t.data_location != onnx.TensorProto.EXTERNAL]
-    del head.graph.node[:]
-    head.graph.node.extend(n for n in nodes.values() if "/expand/" not in n.name)
-    del head.graph.initializer[:]
-    head.graph.initializer.extend(inline + placeholders)
-    model = Path(tmp.name) / "model.onnx"
-    model.write_bytes(head.SerializeToString())
-    return str(model), tmp
-
-
-_EXPANDED = "expanded-weights.bin"  # name of the in-memory external-data file
+    return str(path), None
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from edge_runtime.engine.session import VariantSession
+from edge_runtime.errors import VariantError
 from export.load import TinyConfig, tiny_model
 from export.onnx_export import LOGITS_TO_KEEP, SparseStorage, build, describe, keep_logits, save
 from export.quantize import quantize
@@ -73,7 +74,8 @@ def _prune_half(model) -> None:
                 lin.weight.mul_(keep)
 
 
-def test_masked_storage_is_smaller_and_identical(tmp_path):
+@pytest.mark.parametrize("storage", [None, "masked"])  # expanded here, or in a child process
+def test_masked_storage_is_smaller_and_identical(tmp_path, storage):
     model = tiny_model(TinyConfig(hidden=128, intermediate=256)).model
     _prune_half(model)
     dense = save(build(model, SparseStorage.DENSE), tmp_path / "d" / "model.onnx")
@@ -81,8 +83,18 @@ def test_masked_storage_is_smaller_and_identical(tmp_path):
     assert masked < 0.8 * dense
     ids = np.array([[1, 2, 3, 4, 5]], np.int64)
     a = VariantSession(tmp_path / "d" / "model.onnx", threads=1).logits(ids)
-    b = VariantSession(tmp_path / "m" / "model.onnx", threads=1).logits(ids)
+    b = VariantSession(tmp_path / "m" / "model.onnx", threads=1, storage=storage).logits(ids)
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_truncated_masked_variant_says_so(tmp_path):
+    model = tiny_model().model
+    _prune_half(model)
+    save(build(model, SparseStorage.MASKED), tmp_path / "model.onnx")
+    data = tmp_path / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    with pytest.raises(VariantError, match=r"^cannot expand the masked weights of .*model.onnx.* \(the external data of .* is truncated\); re-export"):
+        VariantSession(tmp_path / "model.onnx", threads=1, storage="masked")
 
 
 def test_masked_storage_loads_in_plain_onnxruntime(tmp_path):
