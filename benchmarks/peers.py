@@ -194,7 +194,8 @@ def systems(args: argparse.Namespace) -> list[dict[str, Any]]:
               "vocab": manifest.model.vocab_size}
     names = args.edge or [v.name for v in manifest.variants]
     specs = [{**common, "kind": "edge", "name": n, "bundle": str(args.bundle), "label": f"edge_runtime {n}",
-              "gate": manifest.variant(n).gate.status} for n in names]
+              "gate": manifest.variant(n).gate.status, "storage": manifest.variant(n).extra.get("storage")}
+             for n in names]
     args.cache.mkdir(parents=True, exist_ok=True)
     if importlib.util.find_spec("llama_cpp") is None:
         print(f"llama.cpp: llama-cpp-python is not installed ({INSTALL}); left out")
@@ -251,6 +252,9 @@ def ratios(summary: dict[str, Any], specs: list[dict[str, Any]]) -> list[dict[st
         ("dense fp32 decode / onnxruntime-genai fp32", "edge_runtime dense", "onnxruntime-genai fp32", "decode_tok_s", 1.0),
         ("dense fp32 prefill / onnxruntime-genai fp32", "edge_runtime dense", "onnxruntime-genai fp32", "prefill_tok_s", 1.0),
     ]
+    masked = [s["label"] for s in specs if s["kind"] == "edge" and s.get("storage") == "masked"]
+    rows += [(f"{m.removeprefix('edge_runtime ')} (masked) peak RSS / dense (lower is better)", m, "edge_runtime dense",
+              "peak_rss_mb", 1.0) for m in masked]
     out = []
     for what, a, b, key, target in rows:
         if a in med and b in med:
