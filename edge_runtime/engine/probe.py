@@ -17,7 +17,6 @@ import argparse
 import datetime as _dt
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -28,26 +27,12 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.bundle import Cost, read_manifest, write_manifest
+from edge_runtime.engine.residency import peak_rss_mb
 from edge_runtime.engine.session import VariantSession
 from edge_runtime.errors import BundleError, EdgeError, VariantError
 
 PROMPT_TOKENS = 128
 DECODE_TOKENS = 32
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process image, in MiB.
-
-    Linux's VmHWM resets at exec; ru_maxrss does not (a child forked from a big parent
-    would report the parent's size), so it is only the fallback.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(path: str | Path, threads: int | None = None, prompt_tokens: int = PROMPT_TOKENS,

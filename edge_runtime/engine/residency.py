@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import resource
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +122,18 @@ def trim_heap() -> bool:
         return bool(ctypes.CDLL(None).malloc_trim(0))
     except (OSError, AttributeError):  # musl and other libcs have no malloc_trim
         return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process image, in MiB.
+
+    Linux's VmHWM resets at exec; ru_maxrss does not (a child forked from a big parent
+    would report the parent's size), so it is only the fallback.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
