@@ -89,16 +89,17 @@ def open_codec(text: str, eos_token_ids: Sequence[int] = (), source: str = "toke
     except ValueError as e:
         raise BundleError(f"cannot read the tokenizer {source!r} (not a tokenizers JSON file: {e}); "
                           "re-export the bundle") from e
-    why = ByteLevelCodec.unsupported(spec)
     try:
+        why = ByteLevelCodec.unsupported(spec)
         if why is None:
             return ByteLevelCodec(spec, eos_token_ids)
         from edge_runtime.extras import require
 
         require("tokenizers", f"this bundle's tokenizer ({why})")
         return HFCodec(text)
-    except ValueError as e:  # llguidance raises ValueError and tokenizers Exception with the crate's message
-        raise BundleError(f"cannot read the tokenizer {source!r} ({e}); re-export the bundle") from e
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # a malformed spec, or the crate's message
+        raise BundleError(f"cannot read the tokenizer {source!r} ({type(e).__name__}: {e}); "
+                          "re-export the bundle") from e
 
 
 class ByteLevelCodec:
@@ -116,8 +117,7 @@ class ByteLevelCodec:
         added = spec.get("added_tokens") or []
         self.specials = {t["content"]: int(t["id"]) for t in added if t.get("special")}
         self._special_ids = frozenset(self.specials.values())
-        self._split = re.compile("(" + "|".join(re.escape(t) for t in sorted(
-            self.specials, key=len, reverse=True)) + ")") if self.specials else None
+        self._split = special_splitter(self.specials)
         plain = {**spec, "added_tokens": [t for t in added if not t.get("special")]}
         # slices=[]: no token-mask precomputation (this instance only tokenizes)
         self._ll = llguidance.LLTokenizer(json.dumps(plain), eos_token=list(eos_token_ids) or [0], slices=[])
@@ -181,6 +181,14 @@ class ByteLevelCodec:
                 return name
         spelled = self._bytes[token_id] if 0 <= token_id < self.vocab_size else b""
         return "".join(_CHARS[b] for b in spelled) or None
+
+
+def special_splitter(specials: dict[str, int]) -> re.Pattern[str] | None:
+    """A pattern whose `split` keeps each special token's text as its own piece (the longest
+    first where one is a prefix of another); None without special tokens."""
+    if not specials:
+        return None
+    return re.compile("(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")")
 
 
 def _byte_alphabet() -> dict[str, int]:
@@ -327,8 +335,7 @@ class Tokenizer:
         self.chat_template = chat_template or FALLBACK_TEMPLATE
         self._template = _compile(self.chat_template)
         self._special_ids = self.codec.specials
-        self._specials = re.compile("(" + "|".join(re.escape(t) for t in sorted(
-            self._special_ids, key=len, reverse=True)) + ")") if self._special_ids else None
+        self._specials = special_splitter(self._special_ids)
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | os.PathLike[str], manifest: Manifest) -> Tokenizer:

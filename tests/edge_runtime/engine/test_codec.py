@@ -122,7 +122,10 @@ def test_special_tokens_that_strip_text_use_tokenizers():
 
 
 @pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"version": "1.0"}', '{"model": {"type": "Unigram"}}',
-                                  '{"model": {"type": "BPE"}, "decoder": {"type": "ByteLevel"}}'])
+                                  '{"model": {"type": "BPE"}, "decoder": {"type": "ByteLevel"}}',
+                                  '{"model": {"type": "BPE", "vocab": {}}, "decoder": {"type": "ByteLevel"}, '
+                                  '"added_tokens": [{"id": 1, "special": true}]}',
+                                  '{"model": {"type": "BPE"}, "decoder": ["ByteLevel"]}'])
 def test_unreadable_tokenizer_is_a_bundle_error(text):
     with pytest.raises(BundleError, match=r"cannot read the tokenizer 'x/tokenizer.json' \(.+\); re-export the bundle"):
         open_codec(text, source="x/tokenizer.json")
