@@ -51,19 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Sb3Policy:
-    """An in-memory SB3 model as an `edge_runtime.control.policy.Policy` (for --no-export)."""
-
-    def __init__(self, model: Any, actions: tuple[int, ...]) -> None:
-        self.model, self.actions = model, actions
-
-    def decide(self, obs: Any, allowed: Any) -> Any:
-        from edge_runtime.control.policy import Decision
-
-        a, _ = self.model.predict(obs, deterministic=True)
-        return Decision(self.actions[int(a)], "rl")
-
-
 def _summary_table(results: dict[str, Any], held_out: list[str], dense: str) -> tuple[str, dict[str, Any]]:
     from controller.evaluation import criteria
 
@@ -91,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.env import EdgeDeviceEnv, load_profiles
     from controller.evaluation import compare, controller_specs
     from controller.policy_export import sample_observations, write_policy
-    from controller.train import TrainConfig, check_split, train
+    from controller.train import Sb3Policy, TrainConfig, check_split, train
     from edge_runtime.sim.simulator import Simulator
 
     manifest = read_manifest(args.bundle)
@@ -107,11 +94,13 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("controller").info("quality from %s", catalog.quality_source)
 
     t0 = time.perf_counter()
-    model, venv = train(cfg, catalog, train_profiles, reward, progress=not args.quiet)
+    kept: dict[str, Any] = {}
+    model, venv = train(cfg, catalog, train_profiles, reward, progress=not args.quiet, record=kept)
     train_s = time.perf_counter() - t0
     actions = venv.get_attr("actions")[0]
     names = [catalog.names[i] for i in actions]
-    print(f"trained {cfg.algorithm} for {cfg.timesteps} steps in {train_s:.0f} s; actions {names}")
+    print(f"trained {cfg.algorithm} for {cfg.timesteps} steps in {train_s:.0f} s; actions {names}"
+          + (f"; kept the weights of step {kept['kept_step']} (the best replay of the training profiles)" if kept else ""))
 
     check_env = EdgeDeviceEnv(catalog, train_profiles + held_out, reward, cfg.randomize, cfg.prune_dominated)
     check_obs = sample_observations(check_env, 2000, cfg.seed)
@@ -119,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     everything = train_profiles + held_out
     if args.no_export:
         results = compare(args.bundle, everything, specs, reward, progress=not args.quiet)
-        pol = _Sb3Policy(model, actions)
+        pol = Sb3Policy(model, actions)
         for prof in everything:
             results[prof.name]["rl"] = Simulator(prof, catalog, reward).run(pol, "rl")
     else:
@@ -127,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             "algorithm": cfg.algorithm, "seed": cfg.seed, "timesteps": cfg.timesteps,
             "trained_on": [p.name for p in train_profiles], "held_out": [p.name for p in held_out],
             "reward": reward.to_dict(), "train_config": cfg.to_dict(), "quality_source": catalog.quality_source,
-            "train_seconds": round(train_s, 1),
+            "train_seconds": round(train_s, 1), "selection": kept,
         }
         agree = write_policy(args.bundle, model, names, check_obs, info)
         print(f"exported {args.bundle}/controller/policy.onnx: ONNX picks SB3's action on "

@@ -5,7 +5,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from controller.train import TrainConfig, check_split, policy_actions, train
+from controller.train import (
+    Sb3Policy,
+    TrainConfig,
+    check_split,
+    policy_actions,
+    replay_score,
+    train,
+)
 from edge_runtime.control import observation
 from edge_runtime.errors import TrainError
 from edge_runtime.sim.profile import load_profile
@@ -27,6 +34,25 @@ def test_training_is_deterministic_for_a_seed(catalog, profiles):
     obs = np.random.default_rng(0).random((32, observation.SIZE), dtype=np.float32)
     assert np.array_equal(policy_actions(a, obs), policy_actions(b, obs))
     assert env.get_attr("action_names")[0] == ("dense", "dense-int8", "dense-int4")
+
+
+def test_selection_keeps_the_weights_of_the_best_replay(catalog, profiles):
+    """Replays of the training profiles during training; the model comes back with the weights
+    of the best one, whose replay it reproduces."""
+    from edge_runtime.control.policy import StaticPolicy
+    from edge_runtime.sim.simulator import RewardConfig, Simulator
+
+    profs = [load_profile(profiles["short-a"]), load_profile(profiles["short-b"])]
+    cfg = replace(TINY, select_every=max(TINY.timesteps // 4, 1))
+    record: dict = {}
+    model, env = train(cfg, catalog, profs, progress=False, record=record)
+    steps, scores = zip(*record["replay_scores"], strict=True)
+    assert len(scores) >= 4 and list(steps) == sorted(steps)
+    assert record["kept_step"] == steps[int(np.argmax(scores))]
+    baseline = {p.name: max(Simulator(p, catalog, RewardConfig(), record=False).run(StaticPolicy(i)).reward
+                            for i in catalog.offered) for p in profs}
+    again = replay_score(Sb3Policy(model, env.get_attr("actions")[0]), catalog, profs, RewardConfig(), baseline)
+    assert again == pytest.approx(max(scores), abs=1e-5)
 
 
 def test_a2c_trains_too(catalog, profiles):
