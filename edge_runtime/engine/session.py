@@ -318,19 +318,24 @@ def _expand_masked(path: Path, child: bool) -> tuple[str, tempfile.TemporaryDire
         VariantError: the expansion failed (its message says why).
     """
     tmp = tempfile.TemporaryDirectory(prefix="edge-expanded-")
-    package_root = str(Path(__file__).resolve().parents[2])  # edge_runtime's folder, installed or not
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
+
+    def failed(why: object) -> VariantError:
+        return VariantError(f"cannot expand the masked weights of {str(path)!r} ({why}); re-export the variant")
+
     try:
         if not child or not sys.executable:  # (an embedded interpreter may have no python to run)
-            done = expand.expand(path, Path(tmp.name))
+            try:
+                done = expand.expand(path, Path(tmp.name))
+            except (OSError, ValueError) as e:
+                raise failed(e) from e
         else:
-            child = subprocess.run([sys.executable, "-m", "edge_runtime.engine.expand", str(path), tmp.name],
-                                   capture_output=True, text=True, env=env, check=False)
-            if child.returncode != 0:
-                lines = child.stderr.strip().splitlines() or [f"exit status {child.returncode}"]
-                raise VariantError(f"cannot expand the masked weights of {str(path)!r} ({lines[-1]}); "
-                                   "re-export the variant")
-            done = child.stdout.strip()
+            package_root = str(Path(__file__).resolve().parents[2])  # edge_runtime's folder, installed or not
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
+            proc = subprocess.run([sys.executable, "-m", "edge_runtime.engine.expand", str(path), tmp.name],
+                                  capture_output=True, text=True, env=env, check=False)
+            if proc.returncode != 0:
+                raise failed((proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1])
+            done = proc.stdout.strip()
     except BaseException:
         tmp.cleanup()
         raise
