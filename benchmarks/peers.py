@@ -70,8 +70,7 @@ def _edge(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
         bundle = Path(spec["bundle"])
         v = read_manifest(bundle).variant(spec["name"])
         path, storage = bundle / v.onnx, v.extra.get("storage")
-    session = VariantSession(path, threads=spec["threads"], providers=["CPUExecutionProvider"], storage=storage,
-                             arena=False)  # as edge-serve's pool opens it
+    session = VariantSession(path, threads=spec["threads"], providers=["CPUExecutionProvider"], storage=storage)
     dec = session.decoder(spec["prompt"] + spec["new"])
     return dec.reset, dec.prefill, dec.step
 

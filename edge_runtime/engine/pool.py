@@ -198,7 +198,7 @@ class VariantPool:
             t0 = time.perf_counter()
             try:
                 session = VariantSession(self.root / v.onnx, threads=self.threads, providers=self.providers,
-                                         storage=v.extra.get("storage"), spin=self.spin, arena=False)
+                                         storage=v.extra.get("storage"), spin=self.spin)
                 if session.vocab != self.manifest.model.vocab_size:
                     raise VariantError(f"variant {v.name!r}: the graph's vocabulary ({session.vocab}) is not the "
                                        f"manifest's ({self.manifest.model.vocab_size}); re-export the bundle")

@@ -43,7 +43,7 @@ def measure(path: str | Path, threads: int | None = None, prompt_tokens: int = P
     runtime's setting (RuntimeConfig.spin, off by default).
     """
     t0 = time.perf_counter()
-    s = VariantSession(path, threads=threads, spin=spin, arena=False)  # as the serving pool opens it
+    s = VariantSession(path, threads=threads, spin=spin)
     load_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, s.vocab, size=prompt_tokens, dtype=np.int64)

@@ -56,15 +56,10 @@ class VariantSession:
         storage: the manifest's `storage` of the variant ("dense" skips the masked-weight check; "masked"
             expands the weights in a child process; None checks the graph here).
         spin: let idle intra-op threads spin (None: onnxruntime's default, which spins).
-        arena: onnxruntime's CPU memory arena, which keeps the largest activations a pass has
-            needed for the next. A batched full-logits pass (evaluation, two 512-token windows)
-            runs 8% faster with it; generation, whose passes keep one position's logits, runs as
-            fast without it and peaks lower (dense-int8 after a 1000-token prompt: 365 against
-            388 MB), so the serving pool and the cost probe turn it off.
     """
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None, providers: list[str] | None = None,
-                 storage: str | None = None, spin: bool | None = None, arena: bool = True):
+                 storage: str | None = None, spin: bool | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise VariantError(f"ONNX file {str(self.path)!r} is missing; re-export the bundle")
@@ -73,7 +68,6 @@ class VariantSession:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        so.enable_cpu_mem_arena = arena
         if spin is not None:
             # Spinning worker threads answer the next forward pass a little sooner on an idle
             # machine, but burn the time slices other processes need on a shared one.
