@@ -46,18 +46,31 @@ def _with_bos() -> str:
     return json.dumps(spec)
 
 
+def _qwen2_style() -> str:
+    """Qwen2's layout: an NFC normalizer and a Split pre-tokenizer with its regex before ByteLevel."""
+    spec = json.loads(_tiny())
+    spec["normalizer"] = {"type": "NFC"}
+    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "behavior": "Isolated", "invert": False, "pattern": {"Regex": (
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+            r"|\s*[\r\n]+|\s+(?!\S)|\s+")}},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+    return json.dumps(spec)
+
+
 def _texts(specials: list[str], n: int = 1500) -> list[str]:
     rng = random.Random(0)
-    pieces = list("abc xyz  \n\t\r 0123 ,.!?-_'\" éüß 中文 日本語 🙂👍🏽 \u200b\x00") + specials + ["<|", "|>", " <", "> "]
+    pieces = list("abc xyz  \n\t\r 0123 ,.!?-_'\" éüß 中文 日本語 🙂👍🏽 \u200b\x00\u0301") + specials + [
+        "<|", "|>", " <", "> ", "I'm", "we'll", "e\u0301", "A\u030a"]  # decomposed forms for NFC
     out = ["", " ", "Hello, world!", "  leading", "trailing  ", "x" * 3000, "def f(x):\n    return x  # ok\n"]
     out += ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 48))) for _ in range(n)]
     return out + ["".join(chr(rng.randint(0x20, 0x2FFFF)) for _ in range(20)).encode("utf-8", "ignore").decode()
                   for _ in range(100)]
 
 
-@pytest.fixture(scope="module", params=["tiny", "smollm2", "with_bos"])
+@pytest.fixture(scope="module", params=["tiny", "smollm2", "with_bos", "qwen2_style"])
 def pair(request):
-    text = {"tiny": _tiny, "smollm2": _smollm2, "with_bos": _with_bos}[request.param]()
+    text = {"tiny": _tiny, "smollm2": _smollm2, "with_bos": _with_bos, "qwen2_style": _qwen2_style}[request.param]()
     return ByteLevelCodec(json.loads(text)), HFCodec(text)
 
 
