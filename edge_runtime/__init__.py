@@ -1,7 +1,7 @@
 """On-device side: bundles, onnxruntime generation, signals, the controller, edge-serve.
 
 Imports only onnxruntime, numpy, psutil, llguidance, jinja2 and the HTTP stack: never torch
-(`tokenizers` only for a bundle whose tokenizer is not byte-level BPE: edge_runtime/engine/tokenizer.py).
+(`tokenizers` only for a bundle whose tokenizer is not byte-level BPE: edge_runtime/engine/codec.py).
 """
 
 from edge_runtime.errors import (

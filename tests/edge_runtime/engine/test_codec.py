@@ -8,7 +8,8 @@ import random
 import pytest
 
 from edge_runtime import extras
-from edge_runtime.engine.tokenizer import ByteLevelCodec, HFCodec, Tokenizer, open_codec
+from edge_runtime.engine.codec import ByteLevelCodec, HFCodec, open_codec
+from edge_runtime.engine.tokenizer import Tokenizer
 from edge_runtime.errors import BundleError, MissingExtra
 
 tokenizers = pytest.importorskip("tokenizers")
