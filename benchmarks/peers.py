@@ -60,7 +60,6 @@ def _timed_run(prefill: Any, step: Any, prompt: list[int], new: int) -> dict[str
 
 
 def _edge(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
-    sys.path.insert(0, str(ROOT))
     from edge_runtime.bundle import read_manifest
     from edge_runtime.engine.session import VariantSession
 
@@ -114,7 +113,7 @@ KINDS = {"edge": _edge, "llama.cpp": _llama, "ortgenai": _genai}
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Load one system, warm it up with one request, time `repeats` more; median of those."""
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT))  # the source tree's edge_runtime, for this and `_edge`
     # light (no onnxruntime, no numpy beyond ours): every worker imports it before its system
     from edge_runtime.engine.residency import peak_rss_mb
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from edge_runtime.config import check_table, read_toml
 from edge_runtime.control.catalog import VariantCatalog
-from edge_runtime.errors import PolicyError, TrainError
+from edge_runtime.errors import TrainError
 from edge_runtime.sim.profile import Profile
 from edge_runtime.sim.simulator import RewardConfig, Simulator
 
@@ -151,15 +151,12 @@ class Sb3Policy:
     def decide(self, obs: np.ndarray, allowed: np.ndarray) -> Any:
         import torch
 
-        from edge_runtime.control.policy import Decision
+        from edge_runtime.control.policy import Decision, best_allowed
 
         with torch.no_grad():
             x = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(1, -1))
             logits = self.model.policy.get_distribution(x).distribution.logits[0].numpy()
-        ok = np.asarray(allowed, dtype=bool)[self.actions]
-        if not ok.any():
-            raise PolicyError("none of the policy's actions is allowed")
-        return Decision(int(self.actions[int(np.argmax(np.where(ok, logits, -np.inf)))]), "rl")
+        return Decision(best_allowed(logits, self.actions, allowed), "rl")
 
 
 def replay_score(policy: Any, catalog: VariantCatalog, profiles: Sequence[Profile], reward: RewardConfig,
@@ -250,12 +247,11 @@ def train(
     model = algo("MlpPolicy", env, **kwargs)
     log.info("training %s for %d steps on %s (%d actions: %s)", cfg.algorithm, cfg.timesteps,
              [p.name for p in profiles], env.action_space.n, env.get_attr("action_names")[0])
-    callbacks = [progress_bar(cfg.timesteps, disable=not progress)]
-    if cfg.select_every:
-        callbacks.append(selection(catalog, profiles, reward, cfg.select_every))
-    model.learn(total_timesteps=cfg.timesteps, callback=callbacks)
-    if cfg.select_every and record is not None:
-        record.update(kept_step=callbacks[1].best_step, replay_scores=callbacks[1].scores)
+    select = selection(catalog, profiles, reward, cfg.select_every) if cfg.select_every else None
+    model.learn(total_timesteps=cfg.timesteps,
+                callback=[progress_bar(cfg.timesteps, disable=not progress), *([select] if select else [])])
+    if select is not None and record is not None:
+        record.update(kept_step=select.best_step, replay_scores=select.scores)
     return model, env
 
 

@@ -313,14 +313,22 @@ class OnnxPolicy:
         logits = self.logits(obs)
         if logits.shape != (self.n_actions,) or not np.all(np.isfinite(logits)):
             raise PolicyError(f"policy returned garbage logits {logits!r}")
-        allowed = np.asarray(allowed, dtype=bool)
-        ok = np.zeros(self.n_actions, dtype=bool)
-        in_range = self.variant_index < len(allowed)
-        ok[in_range] = allowed[self.variant_index[in_range]]
-        if not ok.any():
-            raise PolicyError("none of the policy's actions is allowed")
-        action = int(np.argmax(np.where(ok, logits, -np.inf)))
-        return Decision(int(self.variant_index[action]), "rl", time.perf_counter() - t0, "policy")
+        return Decision(best_allowed(logits, self.variant_index, allowed), "rl", time.perf_counter() - t0, "policy")
+
+
+def best_allowed(logits: np.ndarray, variant_index: np.ndarray, allowed: np.ndarray) -> int:
+    """The variant of the highest-logit action among those whose variant is allowed.
+
+    Raises:
+        PolicyError: no action's variant is allowed.
+    """
+    allowed = np.asarray(allowed, dtype=bool)
+    ok = np.zeros(len(variant_index), dtype=bool)
+    in_range = variant_index < len(allowed)
+    ok[in_range] = allowed[variant_index[in_range]]
+    if not ok.any():
+        raise PolicyError("none of the policy's actions is allowed")
+    return int(variant_index[int(np.argmax(np.where(ok, logits, -np.inf)))])
 
 
 # --------------------------------------------------------------------------- fallback
