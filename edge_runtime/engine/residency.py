@@ -15,6 +15,9 @@ safe only where the pages still equal the file, so a mapping any page of which w
 is left alone (`weight_mappings`), and useful only where the file is on a disk: a masked
 variant's expanded weights in a temporary folder on tmpfs are memory either way, so they
 are left resident rather than hidden from the RSS. Linux only; anywhere else, and on any failure, it does nothing.
+
+Beside it, the process's other memory bookkeeping: `trim_heap` hands the C heap's free memory
+back after a burst of temporaries, and `peak_rss_mb` reads the process's peak (VmHWM).
 """
 
 from __future__ import annotations
