@@ -135,6 +135,7 @@ class Totals:
     """Running sums of one replay (cheap to copy for lookahead)."""
 
     reward: float = 0.0
+    serving_wh: float = 0.0  # energy drawn above idle: what serving the requests cost
     quality: float = 0.0  # sum over requests answered
     hard_quality: float = 0.0
     answered: int = 0
@@ -182,10 +183,11 @@ class SimReport:
     trace: Trace | None = None
     tier_share: dict[str, dict[str, float]] = field(default_factory=dict)  # tier -> variant -> share
     tier_requests: dict[str, int] = field(default_factory=dict)  # tier -> requests served under it
+    serving_wh: float = 0.0  # of `energy_wh`, the part above the device's idle draw: what serving cost
 
     SUMMARY_KEYS = ("reward", "mean_quality", "hard_quality", "deadline_miss_rate", "p50_latency_s",
                     "p95_latency_s", "energy_wh", "battery_end", "throttled_s", "failed", "variant_share",
-                    "tier_requests", "tier_share")
+                    "tier_requests", "tier_share", "serving_wh")
 
     def summary(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.SUMMARY_KEYS}
@@ -306,6 +308,7 @@ class Simulator:
 
     def _charge(self, res: RunResult) -> None:
         w = self.reward_config
+        self.totals.serving_wh += res.active_wh
         self.totals.reward -= (w.energy_per_wh * res.active_wh + w.battery_per_wh * res.active_battery_wh
                                + w.throttled_per_s * res.throttled_s)
 
@@ -456,4 +459,5 @@ class Simulator:
             tier_share={t: {name: c / max(sum(counts), 1) for name, c in zip(self.catalog.names, counts, strict=True) if c}
                         for t, counts in tot.per_tier.items()},
             tier_requests={t: sum(counts) for t, counts in tot.per_tier.items()},
+            serving_wh=float(tot.serving_wh),
         )

@@ -79,6 +79,7 @@ def test_config_file_is_typed(tmp_path):
         ('algorithm = "dqn"\n', r"algorithm 'dqn' is not one of \['a2c', 'ppo'\]"),
         ("timesteps = 0\n", r"TrainConfig.timesteps must be >= 1"),
         ("gamma = 1.5\n", r"gamma and gae_lambda must be in \(0, 1\]"),
+        ("lr_final = 0\n", r"lr_final is a fraction of learning_rate in \(0, 1\], got 0"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, match):
@@ -86,6 +87,14 @@ def test_bad_config_names_the_key(tmp_path, text, match):
     path.write_text(text)
     with pytest.raises(TrainError, match=match):
         TrainConfig.from_toml(path)
+
+
+def test_learning_rate_falls_linearly_to_its_floor():
+    from controller.train import learning_rate
+
+    assert learning_rate(TrainConfig(learning_rate=1e-3, lr_final=1.0)) == 1e-3  # constant: a plain float
+    at = learning_rate(TrainConfig(learning_rate=1e-3, lr_final=0.05))
+    assert [at(p) for p in (1.0, 0.5, 0.05, 0.0)] == pytest.approx([1e-3, 5e-4, 5e-5, 5e-5])
 
 
 def test_held_out_profiles_must_not_be_trained_on():

@@ -57,6 +57,7 @@ def test_one_request_reward_is_quality_minus_weighted_active_energy(cat):
     rep = sim.report("static")
     assert rep.p50_latency_s == pytest.approx(work)
     assert rep.energy_wh == pytest.approx(MAINS.idle_w * 100 / 3600 + active_wh)
+    assert rep.serving_wh == pytest.approx(active_wh)  # the idle draw is not the request's
     assert rep.variant_share == {"dense-int4": 1.0}
 
 
@@ -125,7 +126,7 @@ def test_report_summary_keys(cat):
     assert isinstance(rep, SimReport)
     assert list(rep.summary()) == ["reward", "mean_quality", "hard_quality", "deadline_miss_rate", "p50_latency_s",
                                    "p95_latency_s", "energy_wh", "battery_end", "throttled_s", "failed",
-                                   "variant_share", "tier_requests", "tier_share"]
+                                   "variant_share", "tier_requests", "tier_share", "serving_wh"]
     assert sum(rep.variant_share.values()) == pytest.approx(1.0)
     # plain Python types: strict JSON, as manifests and results files need
     assert json.loads(json.dumps(rep.summary(), allow_nan=False)) == rep.summary()
