@@ -13,9 +13,9 @@ drew) with each controller and returns the `SimReport`s. `criteria` checks, per 
   while its mean quality stays >= 0.98 x static dense's (None on mains-only profiles).
 
 Energy in these checks is `SimReport.serving_wh`, what serving drew above the device's idle
-draw, as the reward prices it: the idle draw between requests is the same whatever runs
-them, and on a sparse profile it outweighs serving (overnight-idle: 2.6 Wh in all against a
-fraction of that serving), which no controller can change. `total_energy_ratio` keeps the
+draw, as the reward prices it: the idle draw between requests is the same whatever serves
+them, and on a sparse profile it outweighs serving (overnight-idle, static dense: 2.91 Wh
+drawn, 0.51 of it serving), which no controller can change. `total_energy_ratio` keeps the
 ratio of everything drawn (idle included) beside it.
 """
 
