@@ -111,7 +111,8 @@ def format_report(r: SimReport) -> str:
         f"  mean quality       {r.mean_quality:10.3f}   hard requests {r.hard_quality:.3f}",
         f"  deadline misses    {r.deadline_miss_rate:10.2%}   failed {r.failed}",
         f"  latency p50 / p95  {r.p50_latency_s:7.2f} s / {r.p95_latency_s:.2f} s",
-        f"  energy             {r.energy_wh:10.3f} Wh  battery at end {r.battery_end:.1%}",
+        f"  energy             {r.energy_wh:10.3f} Wh  of which serving {r.serving_wh:.3f} Wh  "
+        f"battery at end {r.battery_end:.1%}",
         f"  throttled          {r.throttled_s:10.1f} s",
         "  variant share      " + ", ".join(f"{k} {v:.0%}" for k, v in r.variant_share.items()),
     ]

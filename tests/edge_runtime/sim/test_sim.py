@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ def test_json_report_has_the_documented_keys(bundle, capsys):
     out = json.loads(capsys.readouterr().out)
     assert list(out) == [*SimReport.SUMMARY_KEYS, "tier_quality"]
     assert 0 <= out["mean_quality"] <= 1 and out["failed"] == 0
+    assert 0 < out["serving_wh"] < out["energy_wh"]  # serving is what the device drew above its idle draw
 
 
 def test_static_and_text_report_and_plot(bundle, tmp_path, capsys):
@@ -27,6 +29,7 @@ def test_static_and_text_report_and_plot(bundle, tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "variant share      dense-int4 100%" in text
+    assert re.search(r"energy +[0-9.]+ Wh  of which serving [0-9.]+ Wh", text)
     assert png.stat().st_size > 10_000
 
 
