@@ -56,15 +56,19 @@ def expand(path: Path, out: Path) -> str:
     inits = {t.name: t for t in head.graph.initializer}
     nodes = {n.name: n for n in head.graph.node}
 
+    def external(t: onnx.TensorProto) -> tuple[Path, int, int]:
+        """Where an external tensor's bytes are: (file, offset, length)."""
+        ext = {e.key: e.value for e in t.external_data}
+        return path.parent / ext["location"], int(ext.get("offset", 0)), int(ext["length"])
+
     def array(name: str) -> np.ndarray:
         t = inits[name]
         if t.data_location != onnx.TensorProto.EXTERNAL:
             return numpy_helper.to_array(t)
-        ext = {e.key: e.value for e in t.external_data}
+        file, start, length = external(t)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
-        raw = np.fromfile(path.parent / ext["location"], dtype=np.uint8, count=int(ext["length"]),
-                          offset=int(ext.get("offset", 0)))
-        if raw.size != int(ext["length"]):
+        raw = np.fromfile(file, dtype=np.uint8, count=length, offset=start)
+        if raw.size != length:
             raise ValueError(f"the external data of {name!r} is truncated")
         return raw.view(dtype).reshape(tuple(t.dims))
 
@@ -89,17 +93,17 @@ def expand(path: Path, out: Path) -> str:
         place(name, shape, onnx.helper.np_dtype_to_tensor_dtype(data.dtype), data.nbytes)
 
     def copy(f: BinaryIO, t: onnx.TensorProto) -> None:  # a weight the pruning left alone, file to file
-        ext = {e.key: e.value for e in t.external_data}
-        left, buf = int(ext["length"]), bytearray(CHUNK)
-        with open(path.parent / ext["location"], "rb") as src:
-            src.seek(int(ext.get("offset", 0)))
+        file, start, length = external(t)
+        left, buf = length, bytearray(CHUNK)
+        with open(file, "rb") as src:
+            src.seek(start)
             while left:
                 n = src.readinto(memoryview(buf)[: min(CHUNK, left)])
                 if not n:
                     raise ValueError(f"the external data of {t.name!r} is truncated")
                 f.write(memoryview(buf)[:n])
                 left -= n
-        place(t.name, tuple(t.dims), t.data_type, int(ext["length"]))
+        place(t.name, tuple(t.dims), t.data_type, length)
 
     # One file holds everything external (ORT refuses external data outside the model's
     # folder, links included): the expanded weights, then the variant's other external tensors.
