@@ -1,14 +1,16 @@
 """Quality against recovery tokens: how much of what pruning lost a brief distillation buys.
 
     python benchmarks/recovery.py                       # structured-25 at 0, 10k, 20k, 40k, 80k tokens
-    python benchmarks/recovery.py --level 0.35 --tokens 0,20000,40000 --windows 30
+    python benchmarks/recovery.py --level 0.15,0.35 --tokens 0,20000,40000 --windows 30
 
-One `edge-export` run builds a bundle holding the dense model and one copy of the pruned
-variant per token budget (`structured-25-r20000` recovers on 20,000 loss tokens; `-r0` is
+One `edge-export` run builds a bundle holding the dense model and one copy of each pruned
+level per token budget (`structured-25-r20000` recovers on 20,000 loss tokens; `-r0` is
 the one-shot pruned model): the teacher data is written once and shared, each copy is
 distilled from scratch with the same schedule. Then the evaluation harness sets floors from
 the dense variant (never lowered) and scores every copy: the four slices, format,
-instruction, perplexity and the gate. Writes benchmarks/results/recovery.{json,md,png}.
+instruction, perplexity, the gate and the tiers of floors each copy clears (the tiers the
+runtime may offer it in). Writes benchmarks/results/recovery.{json,md,png}
+(`--name` changes the stem).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -33,50 +36,59 @@ RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = [*SLICES, "format", "instruction", "ppl_retention"]
 
 
-def recipe(level: float, budgets: list[int], recovery: dict) -> Recipe:
-    """Dense, then one structured copy per token budget (0: not recovered)."""
-    tag = f"structured-{round(level * 100)}"
+def tag(level: float) -> str:
+    return f"structured-{round(level * 100)}"
+
+
+def recipe(levels: list[float], budgets: list[int], recovery: dict) -> Recipe:
+    """Dense, then one structured copy per level and token budget (0: not recovered)."""
     variants: list[dict] = [{"name": "dense", "method": "dense"}]
-    for b in budgets:
-        v = {"name": f"{tag}-r{b}", "method": "structured", "sparsity": level}
-        if b:
-            v["recovery"] = {"tokens": b}
-        variants.append(v)
-    return Recipe.from_dict({"name": f"recovery-curve-{tag}", "evaluation": {"ppl_windows": 0},
-                             "recovery": recovery, "variant": variants})
+    for level in levels:
+        for b in budgets:
+            v = {"name": f"{tag(level)}-r{b}", "method": "structured", "sparsity": level}
+            if b:
+                v["recovery"] = {"tokens": b}
+            variants.append(v)
+    return Recipe.from_dict({"name": "recovery-curve-" + "-".join(tag(x) for x in levels),
+                             "evaluation": {"ppl_windows": 0}, "recovery": recovery, "variant": variants})
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [f"# Recovery: quality against distillation tokens ({meta['variant']})", "",
+    lines = [f"# Recovery: quality against distillation tokens ({', '.join(meta['variants'])})", "",
              f"- model `{meta['model']}`, floors from the dense variant (suite {meta['suite']}), "
              f"{meta['windows']} held-out windows of 512 tokens; machine: {meta['machine']}",
              f"- recovery: {json.dumps(meta['recovery'])}", "",
-             "| tokens | minutes | " + " | ".join(COLUMNS) + " | perplexity | gate |",
-             "|---|---|" + "---|" * len(COLUMNS) + "---|---|"]
+             "| variant | tokens | minutes | " + " | ".join(COLUMNS) + " | perplexity | gate | tiers cleared |",
+             "|---|---|---|" + "---|" * len(COLUMNS) + "---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['tokens']:,} | {r['minutes']:.1f} | " + " | ".join(f"{r['scores'][c]:.3f}" for c in COLUMNS)
-                     + f" | {r['perplexity']:.2f} | {r['gate']} |")
-    f = meta["floors"]
-    lines.append("| *floor* | | " + " | ".join(f"≥ {f[c]:.2f}" if c in f else "" for c in COLUMNS) + " | | |")
+        lines.append(f"| {r['level']} | {r['tokens']:,} | {r['minutes']:.1f} | "
+                     + " | ".join(f"{r['scores'][c]:.3f}" for c in COLUMNS)
+                     + f" | {r['perplexity']:.2f} | {r['gate']} | {', '.join(r['tiers']) or 'none'} |")
+    for name, fl in [("floor", meta["floors"]), *((f"{t} tier", f) for t, f in meta["tiers"].items() if t != "normal")]:
+        lines.append(f"| *{name}* | | | " + " | ".join(f"≥ {fl[c]:.2f}" if c in fl else "" for c in COLUMNS) + " | | | |")
     return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], meta: dict, path: Path) -> None:
+    """One panel per pruned level: each score against recovery tokens, its floor dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = [r["tokens"] / 1000 for r in rows]
-    for c in COLUMNS:
-        line = ax.plot(xs, [r["scores"][c] for r in rows], marker="o", label=c)[0]
-        if c in meta["floors"]:
-            ax.axhline(meta["floors"][c], color=line.get_color(), linestyle=":", linewidth=0.8)
-    ax.set_xlabel("recovery tokens (thousands)")
-    ax.set_ylabel("score (dotted: floor)")
-    ax.set_title(f"{meta['variant']}: quality against recovery tokens")
-    ax.legend(fontsize=7, ncol=2)
+    levels = meta["variants"]
+    fig, axes = plt.subplots(1, len(levels), figsize=(6.5 * len(levels), 4.5), squeeze=False, sharey=True)
+    for ax, level in zip(axes[0], levels, strict=True):
+        mine = [r for r in rows if r["level"] == level]
+        xs = [r["tokens"] / 1000 for r in mine]
+        for c in COLUMNS:
+            line = ax.plot(xs, [r["scores"][c] for r in mine], marker="o", label=c)[0]
+            if c in meta["floors"]:
+                ax.axhline(meta["floors"][c], color=line.get_color(), linestyle=":", linewidth=0.8)
+        ax.set_xlabel("recovery tokens (thousands)")
+        ax.set_title(f"{level}: quality against recovery tokens")
+    axes[0][0].set_ylabel("score (dotted: floor)")
+    axes[0][-1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -84,16 +96,18 @@ def plot(rows: list[dict], meta: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--level", type=float, default=0.25, help="structured level (default: %(default)s)")
+    ap.add_argument("--level", default="0.25", help="comma-separated structured levels (default: %(default)s)")
     ap.add_argument("--tokens", default="0,10000,20000,40000,80000", help="comma-separated budgets")
     ap.add_argument("--windows", type=int, default=60, help="held-out windows for perplexity")
     ap.add_argument("--work", type=Path, default=ROOT / "bundles" / "recovery-curve")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--name", default="recovery", help="stem of the result files (default: %(default)s)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     budgets = [int(x) for x in args.tokens.split(",") if x.strip()]
-    r = recipe(args.level, budgets, {})
+    levels = [float(x) for x in args.level.split(",") if x.strip()]
+    r = recipe(levels, budgets, {})
     t0 = time.perf_counter()
     result = export_bundle(args.model, args.work, r, force=True,
                            options=ExportOptions(threads=args.threads, measure_cost=False))
@@ -106,19 +120,21 @@ def main(argv: list[str] | None = None) -> int:
             continue
         e = ev.variant(v.name)
         rec = v.recovery
-        rows.append({"variant": v.name, "tokens": rec.tokens if rec else 0, "steps": rec.steps if rec else 0,
+        rows.append({"variant": v.name, "level": v.name.rsplit("-r", 1)[0], "tiers": list(e.gate.extra.get("tiers", [])),
+                     "tokens": rec.tokens if rec else 0, "steps": rec.steps if rec else 0,
                      "minutes": (rec.seconds / 60) if rec else 0.0, "peak_rss_mb": rec.extra["peak_rss_mb"] if rec else None,
                      "scores": e.scores, "perplexity": e.perplexity, "gate": e.gate.status,
                      "failed": list(e.gate.failed)})
-    rows.sort(key=lambda x: x["tokens"])
-    meta = {"variant": f"structured-{round(args.level * 100)}", "model": args.model, "suite": suite.version,
-            "windows": args.windows, "machine": f"{platform.machine()} {len(__import__('os').sched_getaffinity(0))} cores",
+    rows.sort(key=lambda x: (x["level"], x["tokens"]))
+    meta = {"variants": [tag(x) for x in levels], "model": args.model, "suite": suite.version,
+            "windows": args.windows, "machine": f"{platform.machine()} {len(os.sched_getaffinity(0))} cores",
             "recovery": r.recovery.to_json(), "floors": dict(floors.floors),
+            "tiers": {t: dict(f) for t, f in floors.tiers.items()},
             "dense": ev.variant("dense").scores, "wall_s": round(time.perf_counter() - t0)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "recovery.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n", encoding="utf-8")
-    (args.out / "recovery.md").write_text(markdown(rows, meta), encoding="utf-8")
-    plot(rows, meta, args.out / "recovery.png")
+    (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n", encoding="utf-8")
+    (args.out / f"{args.name}.md").write_text(markdown(rows, meta), encoding="utf-8")
+    plot(rows, meta, args.out / f"{args.name}.png")
     print(markdown(rows, meta))
     return 0
 
