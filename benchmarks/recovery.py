@@ -49,7 +49,9 @@ def recipe(levels: list[float], budgets: list[int], recovery: dict) -> Recipe:
             if b:
                 v["recovery"] = {"tokens": b}
             variants.append(v)
+    default = Recipe.from_toml(ROOT / "export" / "recipes" / "default.toml")  # prune as `make demo` does
     return Recipe.from_dict({"name": "recovery-curve-" + "-".join(tag(x) for x in levels),
+                             "calibration": {"samples": default.calibration_samples, "seq_len": default.calibration_seq_len},
                              "evaluation": {"ppl_windows": 0}, "recovery": recovery, "variant": variants})
 
 
