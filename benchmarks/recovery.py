@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edge_runtime.errors import EdgeError  # noqa: E402
 from export.pipeline import ExportOptions, export_bundle  # noqa: E402
 from export.recipe import Recipe  # noqa: E402
 from harness.evaluate import EvalConfig, evaluate_bundle, floors_from_dense  # noqa: E402
@@ -105,11 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--name", default="recovery", help="stem of the result files (default: %(default)s)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a [recovery] setting for every copy, e.g. --set lr=3e-4 (repeatable; JSON values)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     budgets = [int(x) for x in args.tokens.split(",") if x.strip()]
     levels = [float(x) for x in args.level.split(",") if x.strip()]
-    r = recipe(levels, budgets, {})
+    try:
+        settings = {k.strip(): json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    except ValueError:
+        ap.error(f"--set takes KEY=VALUE with a JSON value (lr=3e-4, chat_share=0.7), got {args.set!r}")
+    try:
+        r = recipe(levels, budgets, settings)
+    except EdgeError as e:
+        ap.error(str(e))
     t0 = time.perf_counter()
     result = export_bundle(args.model, args.work, r, force=True,
                            options=ExportOptions(threads=args.threads, measure_cost=False))
