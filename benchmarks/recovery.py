@@ -10,7 +10,8 @@ distilled from scratch with the same schedule. Then the evaluation harness sets 
 the dense variant (never lowered) and scores every copy: the four slices, format,
 instruction, perplexity, the gate and the tiers of floors each copy clears (the tiers the
 runtime may offer it in). Writes benchmarks/results/recovery.{json,md,png}
-(`--name` changes the stem).
+(`--name` changes the stem). `--recovery KEY=VALUE,...` sets the distillation as
+`edge-export --recovery` does (e.g. `lr=3e-4`), except the budgets, which `--tokens` gives.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_runtime.errors import EdgeError  # noqa: E402
+from export.cli import apply_recovery_flags  # noqa: E402
 from export.pipeline import ExportOptions, export_bundle  # noqa: E402
 from export.recipe import Recipe  # noqa: E402
 from harness.evaluate import EvalConfig, evaluate_bundle, floors_from_dense  # noqa: E402
@@ -41,7 +43,7 @@ def tag(level: float) -> str:
     return f"structured-{round(level * 100)}"
 
 
-def recipe(levels: list[float], budgets: list[int], recovery: dict) -> Recipe:
+def recipe(levels: list[float], budgets: list[int]) -> Recipe:
     """Dense, then one structured copy per level and token budget (0: not recovered)."""
     variants: list[dict] = [{"name": "dense", "method": "dense"}]
     for level in levels:
@@ -53,7 +55,7 @@ def recipe(levels: list[float], budgets: list[int], recovery: dict) -> Recipe:
     default = Recipe.from_toml(ROOT / "export" / "recipes" / "default.toml")  # prune as `make demo` does
     return Recipe.from_dict({"name": "recovery-curve-" + "-".join(tag(x) for x in levels),
                              "calibration": {"samples": default.calibration_samples, "seq_len": default.calibration_seq_len},
-                             "evaluation": {"ppl_windows": 0}, "recovery": recovery, "variant": variants})
+                             "evaluation": {"ppl_windows": 0}, "variant": variants})
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -106,20 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--name", default="recovery", help="stem of the result files (default: %(default)s)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a [recovery] setting for every copy, e.g. --set lr=3e-4 (repeatable; JSON values)")
+    ap.add_argument("--recovery", default=None, metavar="KEY=VALUE,...",
+                    help="recovery settings for every copy, as edge-export --recovery takes them (e.g. lr=3e-4)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     budgets = [int(x) for x in args.tokens.split(",") if x.strip()]
     levels = [float(x) for x in args.level.split(",") if x.strip()]
+    base = recipe(levels, budgets)
     try:
-        settings = {k.strip(): json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    except ValueError:
-        ap.error(f"--set takes KEY=VALUE with a JSON value (lr=3e-4, chat_share=0.7), got {args.set!r}")
-    try:
-        r = recipe(levels, budgets, settings)
+        r = apply_recovery_flags(base, args.recovery, None)
     except EdgeError as e:
         ap.error(str(e))
+    if [v.recovery and v.recovery.tokens for v in r.variants] != [v.recovery and v.recovery.tokens for v in base.variants]:
+        ap.error(f"--recovery {args.recovery!r} would replace every copy's budget; give the budgets with --tokens")
     t0 = time.perf_counter()
     result = export_bundle(args.model, args.work, r, force=True,
                            options=ExportOptions(threads=args.threads, measure_cost=False))
