@@ -68,6 +68,11 @@ class VariantSession:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        # A memory pattern plans one block for a run's intermediates and keeps it for the next
+        # run of the same shapes, which a decoder never repeats (the mask grows a step at a
+        # time, prompts differ in length); off, dense-int8 served benchmarks/peers.py's workload
+        # in 5 MB less at the same speed (docs/FACTS.md, eighth round).
+        so.enable_mem_pattern = False
         if spin is not None:
             # Spinning worker threads answer the next forward pass a little sooner on an idle
             # machine, but burn the time slices other processes need on a shared one.
