@@ -22,6 +22,7 @@ from typing import Any
 
 from edge_runtime.control.signals import SOURCES
 from edge_runtime.control.tiers import check_tier
+from edge_runtime.engine.residency import PREFILL_CHUNK
 from edge_runtime.errors import EdgeError
 from edge_runtime.shadow.config import ShadowConfig
 
@@ -125,7 +126,7 @@ class RuntimeConfig:
     default_deadline_s: float | None = None  # when a request sets none; None: no deadline
     allow_ungated: bool = False  # also serve variants whose evaluation gate failed (logged loudly)
     preload: str | tuple[str, ...] = "first"  # at open: "none", "first" (first servable), "all", or variant names
-    prefill_chunk: int = 256  # prompt tokens per forward pass (bounds the transient logits memory)
+    prefill_chunk: int = PREFILL_CHUNK  # prompt tokens per forward pass (bounds a prefill's transient memory)
     signals: str = "auto"  # auto | psutil | sysfs | static, when no SignalSource object is passed
     tier: str = "auto"  # floors tier: auto (from battery and heat, control.tiers.select_tier) | normal | saver | critical
     spin: bool = False  # onnxruntime threads busy-wait between passes: a little faster on an idle

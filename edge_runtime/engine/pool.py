@@ -30,6 +30,7 @@ import numpy as np
 
 from edge_runtime.bundle import PROMPT_LOOKUP, Manifest, Pair, Variant
 from edge_runtime.engine.providers import resolve as resolve_providers
+from edge_runtime.engine.residency import PREFILL_CHUNK
 from edge_runtime.engine.session import Decoder, VariantSession
 from edge_runtime.engine.speculative import (
     AdaptiveK,
@@ -78,7 +79,7 @@ class VariantPool:
 
     def __init__(self, bundle_dir: str | os.PathLike[str], manifest: Manifest, threads: int | None = None,
                  providers: list[str] | None = None, memory_budget_mb: float | None = None,
-                 allow_ungated: bool = False, prefill_chunk: int = 256, spin: bool | None = False,
+                 allow_ungated: bool = False, prefill_chunk: int = PREFILL_CHUNK, spin: bool | None = False,
                  metrics: Metrics | None = None, tiered: bool = False) -> None:
         self.root = Path(bundle_dir)
         self.manifest = manifest

@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 from edge_runtime.engine import expand
 from edge_runtime.engine.providers import resolve as resolve_providers
-from edge_runtime.engine.residency import release_weight_pages, trim_heap
+from edge_runtime.engine.residency import PREFILL_CHUNK, release_weight_pages, trim_heap
 from edge_runtime.errors import VariantError
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class VariantSession:
         """Logits [B, S, vocab] of whole sequences, no cache kept."""
         return self.forward(input_ids)[0]
 
-    def decoder(self, capacity: int, prefill_chunk: int = 256) -> Decoder:
+    def decoder(self, capacity: int, prefill_chunk: int = PREFILL_CHUNK) -> Decoder:
         """A `Decoder` over this session with room for `capacity` tokens."""
         return Decoder(self, capacity, prefill_chunk)
 
@@ -170,7 +170,8 @@ class Decoder:
     new positions in place, and the attention mask's length (the tokens so far) tells it
     how much of the buffer is valid. A decode step moves one token id in and one row of
     logits out; everything else stays where it is. Prompts are fed in chunks of
-    `prefill_chunk` tokens, which bounds the transient logits [1, chunk, vocab].
+    `prefill_chunk` tokens, which bounds the transient logits [1, chunk, vocab] and the pass's
+    intermediates (residency.PREFILL_CHUNK).
 
     One decoder serves one sequence at a time; `reset` starts the next one in the same
     buffers, so a long-running server allocates nothing per request.
@@ -181,7 +182,7 @@ class Decoder:
         prefill_chunk: prompt tokens per forward pass during prefill.
     """
 
-    def __init__(self, session: VariantSession, capacity: int, prefill_chunk: int = 256) -> None:
+    def __init__(self, session: VariantSession, capacity: int, prefill_chunk: int = PREFILL_CHUNK) -> None:
         if capacity < 1 or prefill_chunk < 1:
             raise ValueError(f"capacity and prefill_chunk must be >= 1, got {capacity} and {prefill_chunk}")
         self.session = session

@@ -25,6 +25,7 @@ from edge_runtime.control.signals import SOURCES
 from edge_runtime.control.tiers import AUTO, TIERS
 from edge_runtime.engine.providers import parse as parse_providers
 from edge_runtime.engine.providers import resolve as resolve_providers
+from edge_runtime.engine.residency import PREFILL_CHUNK
 from edge_runtime.errors import EdgeError, VariantError
 from edge_runtime.extras import add_version
 from edge_runtime.runtime import RuntimeConfig
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="larger request bodies get 413 [EDGE_MAX_BODY_BYTES]")
     add("--preload", default=_env("PRELOAD", "first"),
         help="variants loaded before /health says ok: none, first, all, or comma-separated names [EDGE_PRELOAD]")
-    add("--prefill-chunk", type=int, default=_env("PREFILL_CHUNK", "256"),
+    add("--prefill-chunk", type=int, default=_env("PREFILL_CHUNK", str(PREFILL_CHUNK)),
         help="prompt tokens per forward pass [EDGE_PREFILL_CHUNK]")
     add("--signals", choices=sorted(SOURCES), default=_env("SIGNALS", "auto"),
         help="where battery and thermal readings come from [EDGE_SIGNALS]")
