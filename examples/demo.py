@@ -83,10 +83,10 @@ def export(bundle: Path, recipe: str, fresh: bool) -> None:
 
 def evaluate(bundle: Path, fresh: bool) -> None:
     stage("2. evaluate and gate every variant (edge-eval)")
-    if fresh or not (bundle / "floors.toml").is_file():
-        run("harness.cli", "--bundle", str(bundle), "--set-floors")
     m = manifest_of(bundle)
-    if m is not None and not fresh and all(v.gate.status != "pending" for v in m.variants):
+    if fresh or not (bundle / "floors.toml").is_file():
+        run("harness.cli", "--bundle", str(bundle), "--set-floors", "--and-gate")  # dense scored once for both
+    elif m is not None and all(v.gate.status != "pending" for v in m.variants):
         print("every variant already has a gate: reusing it")
     else:
         run("harness.cli", "--bundle", str(bundle))

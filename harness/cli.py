@@ -2,6 +2,7 @@
 
     edge-eval --bundle DIR --set-floors            # once, before pruning: floors from the dense variant
     edge-eval --bundle DIR                         # score + gate every variant, write report and manifest
+    edge-eval --bundle DIR --set-floors --and-gate # both in one run: dense is scored once, not twice
     edge-eval --bundle DIR --profiles laptop-battery,phone-low-battery   # gate the whole system per profile
 
 Floors default to DIR/floors.toml, the report to DIR/eval/. Errors print one line and exit 2.
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"floors TOML to gate on, or to write with --set-floors (default: BUNDLE/{FLOORS_FILE})")
     p.add_argument("--set-floors", action="store_true",
                    help="evaluate the dense variant only and write floors from it (margins: harness/floors.py)")
+    p.add_argument("--and-gate", action="store_true",
+                   help="with --set-floors: then score and gate every other variant in the same run, taking the "
+                   "dense evaluation that set the floors instead of scoring dense again")
     p.add_argument("--profiles", default=None,
                    help="comma-separated resource profiles (names or TOML paths): replay each with edge-sim and "
                    "gate the quality the controller delivers per slice on the per-profile floors; scores nothing")
@@ -136,15 +140,20 @@ def run(args: argparse.Namespace) -> int:
             logging.warning("perplexity over %d tokens only; the real floors need >= %d (--windows 60)",
                             args.windows * config.window, MIN_FLOOR_TOKENS)
         previous = Floors.from_toml(floors_path) if floors_path.is_file() else None
-        floors, result = floors_from_dense(args.bundle, suite, config, previous=previous)
+        floors, dense = floors_from_dense(args.bundle, suite, config, previous=previous)
         floors.write(floors_path)
-        _print_table(result)
         print(f"wrote floors version {floors.version} to {floors_path}")
-        return 0
-    floors = Floors.from_toml(floors_path) if (args.floors or floors_path.is_file()) else None
-    if floors is None:
-        logging.warning("no floors file at %s: scoring without a gate (write one with --set-floors)", floors_path)
-    result = evaluate_bundle(args.bundle, suite, floors, config)
+        if not args.and_gate:
+            _print_table(dense)
+            return 0
+        result = evaluate_bundle(args.bundle, suite, floors, config, reuse=dense)
+    else:
+        if args.and_gate:
+            raise EvalError("--and-gate goes with --set-floors (without it, edge-eval gates every variant anyway)")
+        floors = Floors.from_toml(floors_path) if (args.floors or floors_path.is_file()) else None
+        if floors is None:
+            logging.warning("no floors file at %s: scoring without a gate (write one with --set-floors)", floors_path)
+        result = evaluate_bundle(args.bundle, suite, floors, config)
     report = write_report(result, args.report or args.bundle / REPORT_DIR)
     if args.limit is None:
         apply_to_manifest(args.bundle, result)

@@ -258,6 +258,23 @@ def test_cli_set_floors_then_evaluate(bundle, small_suite, capsys):
     assert Floors.from_toml(bundle / "floors.toml").version == 2
 
 
+def test_cli_set_floors_and_gate_scores_dense_once(bundle, small_suite, capsys, monkeypatch):
+    import harness.evaluate as E
+
+    scored: list[str] = []
+    real = E.score_variant
+    monkeypatch.setattr(E, "score_variant", lambda *a, **k: (scored.append(k["name"]), real(*a, **k))[1])
+    args = ["--bundle", str(bundle), "--suite", str(small_suite), "--windows", "2", "--quiet"]
+    assert main([*args, "--set-floors", "--and-gate"]) == 0
+    assert scored == ["dense", "wanda-30", "magnitude-70"]  # dense set the floors and was gated on them too
+    assert Floors.from_toml(bundle / "floors.toml").version == 1
+    m = read_manifest(bundle)
+    assert m.variant("dense").gate.status == "pass" and m.variant("magnitude-70").gate.status == "fail"
+    assert (bundle / "eval" / "report.md").is_file() and "cheapest variant passing every floor:" in capsys.readouterr().out
+    assert main([*args, "--and-gate"]) == 2
+    assert "--and-gate goes with --set-floors" in capsys.readouterr().err
+
+
 def test_cli_errors_are_one_line_and_exit_2(bundle, write_suite, capsys):
     bad = write_suite([], "bad.jsonl")
     bad.write_text(bad.read_text() + '{"id": "x", "slice": "common"}\n')

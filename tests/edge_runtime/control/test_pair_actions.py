@@ -27,11 +27,14 @@ def test_catalog_appends_pairs_with_the_verifiers_quality_and_their_own_decode_c
     c = VariantCatalog.from_manifest(m)
     n = len(m.variants)
     assert c.names == (*m.names, "dense+magnitude-50", "magnitude-50+lookup") == m.actions
-    assert c.decode_ms[n] == 18.0 and c.prefill_ms[n] == c.prefill_ms[0]
+    # both models read the prompt: the verifier's prefill plus the model drafter's; a lookup drafter's is free
+    assert c.decode_ms[n] == 18.0 and c.prefill_ms[n] == c.prefill_ms[0] + c.prefill_ms[m.index("magnitude-50")]
+    assert c.prefill_ms[n + 1] == c.prefill_ms[m.index("magnitude-50")]
     assert c.quality_easy[n] == c.quality_easy[0] and c.quality_hard[n] == c.quality_hard[0]
     assert c.allowed[n] and not c.allowed[n + 1]  # the second pair's verifier failed its gate
     assert c.decode_ms[n + 1] == c.decode_ms[m.index("magnitude-50")]  # unmeasured: its verifier's cost
-    assert n in c.undominated() and 0 not in c.undominated()  # same quality as dense, cheaper to decode
+    # same quality as dense, cheaper to decode, dearer to prefill: neither dominates the other
+    assert {0, n} <= set(c.undominated())
 
 
 def test_edge_sim_runs_a_pair_as_a_static_controller(bundle, short_profile):
